@@ -1,0 +1,39 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# Out-of-tree build of the espintcp modules (RFC 9329 TCP encapsulation of
+# IKE and ESP) against a distribution kernel's headers.
+#
+#   make              build espintcp.ko, esp4.ko, esp6.ko
+#   make check        install missing packages, build, run every selftest in a VM
+#   make lint         checkpatch.pl --strict and sparse over our C files
+#   make KDIR=...     build against another kernel tree
+
+# The kernel to build for: the running one when its headers are installed,
+# else the newest Debian linux-headers-*-amd64 whose linux-image is installed
+# too (the host here usually runs a different kernel than the VM boots).
+KVER ?= $(shell scripts/kver.sh)
+KDIR ?= /lib/modules/$(KVER)/build
+
+PWD := $(CURDIR)
+
+all: modules
+
+modules:
+	@test -n "$(KVER)" -a -d "$(KDIR)" || \
+		{ echo "no kernel headers found: install linux-headers-amd64 or set KDIR"; exit 1; }
+	$(MAKE) -C $(KDIR) M=$(PWD) modules
+
+clean:
+	$(MAKE) -C $(KDIR) M=$(PWD) clean
+	$(MAKE) -C tools/testing/selftests/net/espintcp clean
+
+selftests:
+	$(MAKE) -C tools/testing/selftests/net/espintcp
+
+check:
+	tools/testing/vm/check.sh
+
+lint:
+	scripts/lint.sh
+
+.PHONY: all modules clean selftests check lint

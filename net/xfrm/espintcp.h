@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * espintcp: private state of the RFC 9329 TCP upper layer protocol.
+ *
+ * Locking, in the order they nest:
+ *  - the socket lock (lock_sock()) serialises the transmit slot, the strparser
+ *    and user calls (sendmsg, recvmsg);
+ *  - ctx->lock (BH-safe spinlock) guards ESPINTCP_CLOSING against queueing
+ *    ESP or arming the tx work, so that close() can stop both for good;
+ *  - the queues' own spinlocks.
+ *
+ * Lifetime: the socket holds one reference on the context from init() to the
+ * ULP release() at socket destruction; every ESP type cache holds one more.
+ * close() tears everything down in process context before the TCP close, so
+ * release() (which may run in softirq) only drops the socket's reference.
+ * Contexts are freed after an RCU grace period.
+ */
+#ifndef _NET_XFRM_ESPINTCP_PRIV_H
+#define _NET_XFRM_ESPINTCP_PRIV_H
+
+#include <linux/skbuff.h>
+#include <linux/workqueue.h>
+#include <net/espintcp.h>
+#include <net/sock.h>
+#include <net/strparser.h>
+
+/* RFC 9329 section 3: a keepalive is Length 3 followed by one 0xFF byte. */
+#define ESPINTCP_KEEPALIVE_LEN	3
+#define ESPINTCP_NON_ESP_MARKER	4
+/* How many ESP packets may wait while the socket or the slot is busy. */
+#define ESPINTCP_ESP_TXQ_MAX	128
+
+enum {
+	ESPINTCP_CLOSING,	/* close() started: queue nothing, arm nothing */
+	ESPINTCP_ABORT,		/* fatal framing error: tx work resets the connection */
+};
+
+/* Counters reported through the ULP diag hook; see uapi/linux/espintcp.h. */
+struct espintcp_stats {
+	u64	ike_rx;		/* IKE messages queued for userspace */
+	u64	ike_tx;		/* IKE messages fully written to TCP */
+	u64	esp_rx;		/* ESP messages handed to XFRM */
+	u64	esp_tx;		/* ESP messages fully written to TCP */
+	u64	keepalive_rx;	/* NAT keepalives dropped (RFC 9329 3) */
+	u64	ike_rx_drops;	/* receive queue full (SO_RCVBUF) or no memory */
+	u64	esp_rx_drops;	/* no memory or XFRM backlog full */
+	u64	bad_rx;		/* too short for a marker or an SPI */
+	u64	esp_tx_drops;	/* ESP queue full, or dropped at close */
+};
+
+/*
+ * The one message being written to TCP. Its bytes never interleave with any
+ * other message's; it is owned by whoever holds the socket lock.
+ */
+struct espintcp_slot {
+	struct sk_buff	*skb;
+	unsigned int	offset;	/* bytes of skb already in TCP */
+	bool		ike;
+};
+
+struct espintcp_ctx {
+	struct sock		*sk;
+	refcount_t		refcnt;
+	unsigned long		flags;
+	spinlock_t		lock;
+
+	/* receive */
+	struct strparser	strp;
+	struct sk_buff_head	ike_rxq;
+	unsigned int		ike_rxq_mem;	/* truesize queued, under ike_rxq.lock */
+	int			rx_err;		/* fatal framing error, positive errno */
+
+	/* transmit */
+	struct espintcp_slot	tx;
+	struct sk_buff_head	esp_txq;
+	unsigned int		ike_waiters;	/* senders waiting for the slot */
+	bool			tx_last_ike;	/* kind of the last completed message */
+	struct work_struct	tx_work;
+
+	struct espintcp_stats	stats;
+
+	void			(*saved_data_ready)(struct sock *sk);
+	void			(*saved_write_space)(struct sock *sk);
+	struct proto		*saved_prot;
+	const struct proto_ops	*saved_ops;
+	struct rcu_head		rcu;
+};
+
+/* Counters are written by one serialised path each and read racily. */
+#define ESPINTCP_INC(ctx, field) \
+	WRITE_ONCE((ctx)->stats.field, (ctx)->stats.field + 1)
+
+static inline struct espintcp_ctx *espintcp_ctx(const struct sock *sk)
+{
+	const struct inet_connection_sock *icsk = inet_csk(sk);
+
+	return (__force struct espintcp_ctx *)icsk->icsk_ulp_data;
+}
+
+static inline bool espintcp_closing(const struct espintcp_ctx *ctx)
+{
+	return test_bit(ESPINTCP_CLOSING, &ctx->flags);
+}
+
+/* espintcp_rx.c */
+int espintcp_rx_init(struct espintcp_ctx *ctx);
+void espintcp_rx_stop(struct espintcp_ctx *ctx);
+void espintcp_data_ready(struct sock *sk);
+int espintcp_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
+		     int flags, int *addr_len);
+__poll_t espintcp_poll(struct file *file, struct socket *sock,
+		       poll_table *wait);
+void espintcp_rx_wait_idle(void);
+
+/* espintcp_tx.c */
+void espintcp_tx_init(struct espintcp_ctx *ctx);
+void espintcp_tx_stop(struct espintcp_ctx *ctx);
+void espintcp_tx_kick(struct espintcp_ctx *ctx);
+void espintcp_write_space(struct sock *sk);
+int espintcp_sendmsg(struct sock *sk, struct msghdr *msg, size_t size);
+int espintcp_sendpage(struct sock *sk, struct page *page, int offset,
+		      size_t size, int flags);
+
+#endif /* _NET_XFRM_ESPINTCP_PRIV_H */

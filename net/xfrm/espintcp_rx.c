@@ -1,0 +1,436 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * espintcp receive path: a strparser splits the TCP stream into RFC 9329
+ * messages; IKE messages wait in a per-socket queue for recvmsg() (one
+ * message per call), ESP messages go to XFRM, keepalives are dropped.
+ */
+
+#include <linux/atomic.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/wait_bit.h>
+#include <net/inet_common.h>
+#include <net/ip.h>
+#include <net/ipv6.h>
+#include <net/ipv6_stubs.h>
+#include <net/tcp.h>
+#include <net/xfrm.h>
+
+#include "espintcp.h"
+
+/* ESP messages queued to XFRM and not yet delivered; see espintcp_rx_wait_idle(). */
+static atomic_t espintcp_rx_inflight = ATOMIC_INIT(0);
+
+static int espintcp_parse(struct strparser *strp, struct sk_buff *skb)
+{
+	struct strp_msg *rxm = strp_msg(skb);
+	__be16 blen;
+	u16 len;
+
+	if (skb->len < rxm->offset + ESPINTCP_LEN_SIZE)
+		return 0;
+
+	if (skb_copy_bits(skb, rxm->offset, &blen, sizeof(blen)))
+		return -EPROTO;
+
+	/* RFC 9329 section 3: Length 0 and 1 are fatal. */
+	len = be16_to_cpu(blen);
+	if (len < ESPINTCP_LEN_SIZE)
+		return -EPROTO;
+	return len;
+}
+
+/* Wake poll and recvmsg waiters through TCP's own readable callback. */
+static void espintcp_wake_readers(struct espintcp_ctx *ctx)
+{
+	ctx->saved_data_ready(ctx->sk);
+}
+
+static void espintcp_queue_ike(struct espintcp_ctx *ctx, struct sk_buff *skb,
+			       unsigned int off, unsigned int len)
+{
+	struct sock *sk = ctx->sk;
+	struct sk_buff *msg;
+	bool queued = false;
+
+	/*
+	 * Copy out of the TCP skbs: they may be far larger than the message,
+	 * and the copy is what we charge against SO_RCVBUF.
+	 */
+	msg = alloc_skb(len, GFP_ATOMIC);
+	if (!msg || skb_copy_bits(skb, off, skb_put(msg, len), len)) {
+		kfree_skb(msg);
+		ESPINTCP_INC(ctx, ike_rx_drops);
+		return;
+	}
+
+	spin_lock_bh(&ctx->ike_rxq.lock);
+	if (ctx->ike_rxq_mem + msg->truesize <= READ_ONCE(sk->sk_rcvbuf)) {
+		ctx->ike_rxq_mem += msg->truesize;
+		__skb_queue_tail(&ctx->ike_rxq, msg);
+		queued = true;
+	}
+	spin_unlock_bh(&ctx->ike_rxq.lock);
+
+	if (!queued) {
+		kfree_skb(msg);
+		ESPINTCP_INC(ctx, ike_rx_drops);
+		return;
+	}
+	ESPINTCP_INC(ctx, ike_rx);
+	espintcp_wake_readers(ctx);
+}
+
+static int espintcp_esp_finish(struct net *net, struct sock *sk,
+			       struct sk_buff *skb)
+{
+	rcu_read_lock();
+	if (skb->protocol == htons(ETH_P_IPV6))
+		ipv6_stub->xfrm6_rcv_encap(skb, IPPROTO_ESP, 0,
+					   TCP_ENCAP_ESPINTCP);
+	else
+		xfrm4_rcv_encap(skb, IPPROTO_ESP, 0, TCP_ENCAP_ESPINTCP);
+	rcu_read_unlock();
+
+	if (atomic_dec_and_test(&espintcp_rx_inflight))
+		wake_up_var(&espintcp_rx_inflight);
+	return 0;
+}
+
+static bool espintcp_sk_is_v6(const struct sock *sk)
+{
+#if IS_ENABLED(CONFIG_IPV6)
+	return sk->sk_family == AF_INET6 &&
+	       !ipv6_addr_v4mapped(&sk->sk_v6_daddr);
+#else
+	return false;
+#endif
+}
+
+/*
+ * Build the private skb that include/net/espintcp.h promises the ESP types:
+ * [IP header][struct espintcp_encaphdr][ESP], copied out of the stream so
+ * that decryption in place can never touch pages shared with the page cache
+ * or another skb, with headers describing the connection.
+ */
+static struct sk_buff *espintcp_build_esp(struct espintcp_ctx *ctx,
+					  struct sk_buff *skb,
+					  unsigned int off, unsigned int len)
+{
+	const bool v6 = espintcp_sk_is_v6(ctx->sk);
+	const unsigned int iphlen = v6 ? sizeof(struct ipv6hdr) :
+					 sizeof(struct iphdr);
+	const unsigned int hlen = iphlen + sizeof(struct espintcp_encaphdr);
+	struct sock *sk = ctx->sk;
+	struct net *net = sock_net(sk);
+	struct espintcp_encaphdr *eh;
+	struct net_device *dev;
+	struct sk_buff *nskb;
+
+	nskb = alloc_skb(LL_MAX_HEADER + hlen + len, GFP_ATOMIC);
+	if (!nskb)
+		return NULL;
+	skb_reserve(nskb, LL_MAX_HEADER + hlen);
+	if (skb_copy_bits(skb, off, skb_put(nskb, len), len)) {
+		kfree_skb(nskb);
+		return NULL;
+	}
+	skb_reset_transport_header(nskb);
+
+	eh = skb_push(nskb, sizeof(*eh));
+	eh->source = inet_sk(sk)->inet_dport;
+	eh->dest = inet_sk(sk)->inet_sport;
+	eh->reserved = 0;
+
+	/* The segment's ingress device, for routing and policy. */
+	rcu_read_lock();
+	dev = dev_get_by_index_rcu(net, skb->skb_iif);
+	if (!dev)
+		dev = net->loopback_dev;
+	nskb->dev = dev;
+	nskb->skb_iif = dev->ifindex;
+	rcu_read_unlock();
+	nskb->mark = skb->mark;
+	nskb->pkt_type = PACKET_HOST;
+	nskb->ip_summed = CHECKSUM_NONE;
+
+	if (v6) {
+#if IS_ENABLED(CONFIG_IPV6)
+		struct ipv6hdr *ip6h = skb_push(nskb, sizeof(*ip6h));
+
+		memset(ip6h, 0, sizeof(*ip6h));
+		ip6h->version = 6;
+		ip6h->payload_len = htons(nskb->len - sizeof(*ip6h));
+		ip6h->nexthdr = IPPROTO_ESP;
+		ip6h->hop_limit = 64;
+		ip6h->saddr = sk->sk_v6_daddr;
+		ip6h->daddr = sk->sk_v6_rcv_saddr;
+		nskb->protocol = htons(ETH_P_IPV6);
+		memset(IP6CB(nskb), 0, sizeof(*IP6CB(nskb)));
+		IP6CB(nskb)->iif = dev->ifindex;
+		IP6CB(nskb)->nhoff = offsetof(struct ipv6hdr, nexthdr);
+#endif
+	} else {
+		struct iphdr *iph = skb_push(nskb, sizeof(*iph));
+
+		memset(iph, 0, sizeof(*iph));
+		iph->version = 4;
+		iph->ihl = sizeof(*iph) / 4;
+		iph->tot_len = htons(nskb->len);
+		iph->ttl = 64;
+		iph->protocol = IPPROTO_ESP;
+		iph->saddr = sk->sk_daddr;
+		iph->daddr = sk->sk_rcv_saddr;
+		ip_send_check(iph);
+		nskb->protocol = htons(ETH_P_IP);
+		memset(IPCB(nskb), 0, sizeof(*IPCB(nskb)));
+		IPCB(nskb)->iif = dev->ifindex;
+	}
+	skb_reset_network_header(nskb);
+	__skb_pull(nskb, hlen);
+	return nskb;
+}
+
+static void espintcp_deliver_esp(struct espintcp_ctx *ctx, struct sk_buff *skb,
+				 unsigned int off, unsigned int len)
+{
+	struct net *net = sock_net(ctx->sk);
+	struct sk_buff *nskb;
+
+	nskb = espintcp_build_esp(ctx, skb, off, len);
+	if (!nskb)
+		goto drop;
+
+	/*
+	 * XFRM may deliver the decrypted packet synchronously, possibly to
+	 * this very socket whose lock we hold: hand it over from a clean
+	 * softirq context instead.
+	 */
+	atomic_inc(&espintcp_rx_inflight);
+	if (xfrm_trans_queue_net(net, nskb, espintcp_esp_finish)) {
+		atomic_dec(&espintcp_rx_inflight);
+		kfree_skb(nskb);
+		goto drop;
+	}
+	ESPINTCP_INC(ctx, esp_rx);
+	return;
+
+drop:
+	ESPINTCP_INC(ctx, esp_rx_drops);
+	XFRM_INC_STATS(net, LINUX_MIB_XFRMINERROR);
+}
+
+/* One whole message; runs under the socket lock (owner or BH). */
+static void espintcp_rcv(struct strparser *strp, struct sk_buff *skb)
+{
+	struct espintcp_ctx *ctx = container_of(strp, struct espintcp_ctx, strp);
+	struct strp_msg *rxm = strp_msg(skb);
+	unsigned int off = rxm->offset + ESPINTCP_LEN_SIZE;
+	unsigned int len = rxm->full_len - ESPINTCP_LEN_SIZE;
+	__be32 marker;
+	u8 byte;
+
+	if (len == ESPINTCP_KEEPALIVE_LEN - ESPINTCP_LEN_SIZE &&
+	    !skb_copy_bits(skb, off, &byte, 1) && byte == 0xff) {
+		ESPINTCP_INC(ctx, keepalive_rx);
+		goto out;
+	}
+
+	if (len < ESPINTCP_NON_ESP_MARKER ||
+	    skb_copy_bits(skb, off, &marker, sizeof(marker))) {
+		ESPINTCP_INC(ctx, bad_rx);
+		goto out;
+	}
+
+	if (!marker)
+		espintcp_queue_ike(ctx, skb, off, len);
+	else
+		espintcp_deliver_esp(ctx, skb, off, len);
+out:
+	consume_skb(skb);
+}
+
+static void espintcp_abort_parser(struct strparser *strp, int err)
+{
+	struct espintcp_ctx *ctx = container_of(strp, struct espintcp_ctx, strp);
+
+	/*
+	 * strparser times out a partial message after SO_RCVTIMEO: that
+	 * timeout is meant for recvmsg(), a slow peer is no framing error.
+	 */
+	if (err == -ETIMEDOUT)
+		return;
+
+	strp_stop(strp);
+	WRITE_ONCE(ctx->rx_err, err < 0 ? -err : EPROTO);
+
+	/* Resetting the connection needs process context. */
+	spin_lock_bh(&ctx->lock);
+	if (!espintcp_closing(ctx)) {
+		set_bit(ESPINTCP_ABORT, &ctx->flags);
+		espintcp_tx_kick(ctx);
+	}
+	spin_unlock_bh(&ctx->lock);
+	espintcp_wake_readers(ctx);
+}
+
+static int espintcp_read_sock_done(struct strparser *strp, int err)
+{
+	struct espintcp_ctx *ctx = container_of(strp, struct espintcp_ctx, strp);
+
+	/* End of stream becomes readable only once everything is parsed. */
+	if (ctx->sk->sk_shutdown & RCV_SHUTDOWN)
+		espintcp_wake_readers(ctx);
+	return err;
+}
+
+static const struct strp_callbacks espintcp_strp_cb = {
+	.parse_msg	= espintcp_parse,
+	.rcv_msg	= espintcp_rcv,
+	.abort_parser	= espintcp_abort_parser,
+	.read_sock_done	= espintcp_read_sock_done,
+};
+
+int espintcp_rx_init(struct espintcp_ctx *ctx)
+{
+	skb_queue_head_init(&ctx->ike_rxq);
+	return strp_init(&ctx->strp, ctx->sk, &espintcp_strp_cb);
+}
+
+/* close(): stop parsing and drop what userspace did not read. */
+void espintcp_rx_stop(struct espintcp_ctx *ctx)
+{
+	struct sock *sk = ctx->sk;
+
+	lock_sock(sk);
+	strp_stop(&ctx->strp);
+	release_sock(sk);
+	strp_done(&ctx->strp);
+
+	spin_lock_bh(&ctx->ike_rxq.lock);
+	ctx->ike_rxq_mem = 0;
+	spin_unlock_bh(&ctx->ike_rxq.lock);
+	skb_queue_purge(&ctx->ike_rxq);
+}
+
+void espintcp_rx_wait_idle(void)
+{
+	wait_var_event(&espintcp_rx_inflight,
+		       !atomic_read(&espintcp_rx_inflight));
+	/* Let the last espintcp_esp_finish() return from our text. */
+	synchronize_rcu();
+}
+
+void espintcp_data_ready(struct sock *sk)
+{
+	struct espintcp_ctx *ctx;
+
+	rcu_read_lock();
+	ctx = rcu_dereference(inet_csk(sk)->icsk_ulp_data);
+	if (ctx)
+		strp_data_ready(&ctx->strp);
+	rcu_read_unlock();
+}
+
+/* Nothing more will ever be queued: an error, or EOF with the stream parsed. */
+static bool espintcp_rx_done(struct espintcp_ctx *ctx)
+{
+	struct sock *sk = ctx->sk;
+
+	if (READ_ONCE(ctx->rx_err) || READ_ONCE(sk->sk_err))
+		return true;
+	return (READ_ONCE(sk->sk_shutdown) & RCV_SHUTDOWN) && !tcp_inq(sk);
+}
+
+static int espintcp_rx_error(struct espintcp_ctx *ctx)
+{
+	int err = sock_error(ctx->sk);
+
+	if (err)
+		return err;
+	return -xchg(&ctx->rx_err, 0);
+}
+
+int espintcp_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
+		     int flags, int *addr_len)
+{
+	struct espintcp_ctx *ctx = espintcp_ctx(sk);
+	DEFINE_WAIT_FUNC(wait, woken_wake_function);
+	struct sk_buff *skb;
+	int copied, err;
+	long timeo;
+
+	if (flags & ~(MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC | MSG_WAITALL |
+		      MSG_NOSIGNAL | MSG_CMSG_COMPAT))
+		return -EOPNOTSUPP;
+
+	timeo = sock_rcvtimeo(sk, flags & MSG_DONTWAIT);
+	lock_sock(sk);
+	for (;;) {
+		skb = skb_peek(&ctx->ike_rxq);
+		if (skb)
+			break;
+		if (espintcp_rx_done(ctx)) {
+			err = espintcp_rx_error(ctx);
+			goto out;
+		}
+		if (!timeo) {
+			err = -EAGAIN;
+			goto out;
+		}
+		if (signal_pending(current)) {
+			err = sock_intr_errno(timeo);
+			goto out;
+		}
+		add_wait_queue(sk_sleep(sk), &wait);
+		sk_wait_event(sk, &timeo,
+			      !skb_queue_empty_lockless(&ctx->ike_rxq) ||
+			      espintcp_rx_done(ctx), &wait);
+		remove_wait_queue(sk_sleep(sk), &wait);
+	}
+
+	/* The queue only shrinks under the socket lock, which we hold. */
+	copied = min_t(size_t, len, skb->len);
+	err = skb_copy_datagram_msg(skb, 0, msg, copied);
+	if (err)
+		goto out;
+	if (copied < skb->len)
+		msg->msg_flags |= MSG_TRUNC;
+	err = (flags & MSG_TRUNC) ? skb->len : copied;
+
+	if (!(flags & MSG_PEEK)) {
+		spin_lock_bh(&ctx->ike_rxq.lock);
+		__skb_unlink(skb, &ctx->ike_rxq);
+		ctx->ike_rxq_mem -= skb->truesize;
+		spin_unlock_bh(&ctx->ike_rxq.lock);
+		consume_skb(skb);
+	}
+out:
+	release_sock(sk);
+	return err;
+}
+
+__poll_t espintcp_poll(struct file *file, struct socket *sock,
+		       poll_table *wait)
+{
+	__poll_t mask = tcp_poll(file, sock, wait);
+	struct sock *sk = sock->sk;
+	struct espintcp_ctx *ctx;
+
+	rcu_read_lock();
+	ctx = rcu_dereference(inet_csk(sk)->icsk_ulp_data);
+	if (ctx) {
+		/* Raw bytes in the TCP queue are not a message. */
+		mask &= ~(EPOLLIN | EPOLLRDNORM);
+		if (!skb_queue_empty_lockless(&ctx->ike_rxq) ||
+		    espintcp_rx_done(ctx))
+			mask |= EPOLLIN | EPOLLRDNORM;
+		if (READ_ONCE(ctx->rx_err))
+			mask |= EPOLLERR;
+		/* Writable means a send() would not wait for the slot. */
+		if (READ_ONCE(ctx->tx.skb))
+			mask &= ~(EPOLLOUT | EPOLLWRNORM);
+	}
+	rcu_read_unlock();
+	return mask;
+}

@@ -1,0 +1,395 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * espintcp transmit path. IKE messages come from sendmsg(), ESP packets from
+ * XFRM through espintcp_xmit(); both are written to TCP through one slot, so
+ * that the bytes of two messages never interleave on the wire. When both
+ * kinds wait, the slot alternates between them: neither can starve the
+ * other.
+ */
+
+#include <linux/sched/signal.h>
+#include <linux/uio.h>
+#include <net/tcp.h>
+#include <net/xfrm.h>
+
+#include "espintcp.h"
+
+/* Any context: arm the tx work unless close() has begun. ctx->lock held. */
+void espintcp_tx_kick(struct espintcp_ctx *ctx)
+{
+	lockdep_assert_held(&ctx->lock);
+	if (!espintcp_closing(ctx))
+		schedule_work(&ctx->tx_work);
+}
+
+static void espintcp_wake_writers(struct sock *sk)
+{
+	struct socket_wq *wq;
+
+	rcu_read_lock();
+	wq = rcu_dereference(sk->sk_wq);
+	if (skwq_has_sleeper(wq))
+		wake_up_interruptible_poll(&wq->wait, EPOLLOUT | EPOLLWRNORM |
+					   EPOLLWRBAND);
+	rcu_read_unlock();
+}
+
+/* Zero-copy where TCP may take a page reference, a copy otherwise. */
+static int espintcp_send_frag(struct sock *sk, const skb_frag_t *frag,
+			      unsigned int off, int flags)
+{
+	struct page *page = skb_frag_page(frag);
+	unsigned int len = skb_frag_size(frag) - off;
+	struct msghdr msg = { .msg_flags = flags & ~MSG_SENDPAGE_NOTLAST };
+	struct bio_vec bv = {
+		.bv_page = page,
+		.bv_offset = skb_frag_off(frag) + off,
+		.bv_len = len,
+	};
+
+	if (sendpage_ok(page))
+		return tcp_sendpage_locked(sk, page, bv.bv_offset, len, flags);
+
+	iov_iter_bvec(&msg.msg_iter, ITER_SOURCE, &bv, 1, len);
+	return tcp_sendmsg_locked(sk, &msg, len);
+}
+
+/*
+ * Write what is left of the slot's message. Socket lock owned. Returns 0 once
+ * the whole message is in TCP, -EAGAIN when TCP is full, another -errno when
+ * the connection cannot take data any more.
+ */
+static int espintcp_send_slot(struct sock *sk, struct espintcp_slot *slot)
+{
+	struct sk_buff *skb = slot->skb;
+	const int flags = MSG_DONTWAIT | MSG_NOSIGNAL;
+	int ret;
+
+	while (slot->offset < skb->len) {
+		unsigned int off = slot->offset;
+
+		if (off < skb_headlen(skb)) {
+			struct kvec kv = {
+				.iov_base = skb->data + off,
+				.iov_len = skb_headlen(skb) - off,
+			};
+			struct msghdr msg = { .msg_flags = flags };
+
+			if (skb_headlen(skb) < skb->len)
+				msg.msg_flags |= MSG_MORE;
+			iov_iter_kvec(&msg.msg_iter, ITER_SOURCE, &kv, 1,
+				      kv.iov_len);
+			ret = tcp_sendmsg_locked(sk, &msg, kv.iov_len);
+		} else {
+			const skb_frag_t *frag;
+			int i, more = 0;
+
+			off -= skb_headlen(skb);
+			for (i = 0; off >= skb_frag_size(&skb_shinfo(skb)->frags[i]); i++)
+				off -= skb_frag_size(&skb_shinfo(skb)->frags[i]);
+			frag = &skb_shinfo(skb)->frags[i];
+			if (i + 1 < skb_shinfo(skb)->nr_frags)
+				more = MSG_MORE | MSG_SENDPAGE_NOTLAST;
+			ret = espintcp_send_frag(sk, frag, off, flags | more);
+		}
+		if (ret <= 0)
+			return ret ? ret : -EAGAIN;
+		slot->offset += ret;
+	}
+	return 0;
+}
+
+static void espintcp_slot_done(struct espintcp_ctx *ctx)
+{
+	struct espintcp_slot *slot = &ctx->tx;
+
+	if (slot->ike)
+		ESPINTCP_INC(ctx, ike_tx);
+	else
+		ESPINTCP_INC(ctx, esp_tx);
+	ctx->tx_last_ike = slot->ike;
+	consume_skb(slot->skb);
+	WRITE_ONCE(slot->skb, NULL);
+	espintcp_wake_writers(ctx->sk);
+}
+
+/*
+ * Move messages into TCP until it is full or nothing waits. Socket lock
+ * owned. An IKE sender waiting for the slot gets it after each ESP message;
+ * an ESP packet gets it after each IKE message.
+ */
+static int espintcp_push(struct espintcp_ctx *ctx)
+{
+	struct espintcp_slot *slot = &ctx->tx;
+	struct sock *sk = ctx->sk;
+	int err;
+
+	for (;;) {
+		if (!slot->skb) {
+			struct sk_buff *skb;
+
+			if (ctx->ike_waiters && !ctx->tx_last_ike)
+				return 0;
+			skb = skb_dequeue(&ctx->esp_txq);
+			if (!skb)
+				return 0;
+			slot->offset = 0;
+			slot->ike = false;
+			WRITE_ONCE(slot->skb, skb);
+		}
+		err = espintcp_send_slot(sk, slot);
+		if (err)
+			return err;
+		espintcp_slot_done(ctx);
+	}
+}
+
+/* The connection is gone: no message can complete any more. */
+static void espintcp_tx_purge(struct espintcp_ctx *ctx)
+{
+	struct espintcp_slot *slot = &ctx->tx;
+	struct net *net = sock_net(ctx->sk);
+	struct sk_buff *skb;
+	unsigned int n = 0;
+
+	skb = slot->skb;
+	WRITE_ONCE(slot->skb, NULL);
+	if (skb && slot->ike)
+		kfree_skb(skb);
+	else if (skb)
+		skb_queue_head(&ctx->esp_txq, skb);
+
+	while ((skb = skb_dequeue(&ctx->esp_txq))) {
+		kfree_skb(skb);
+		XFRM_INC_STATS(net, LINUX_MIB_XFRMOUTERROR);
+		n++;
+	}
+	spin_lock_bh(&ctx->lock);
+	WRITE_ONCE(ctx->stats.esp_tx_drops, ctx->stats.esp_tx_drops + n);
+	spin_unlock_bh(&ctx->lock);
+	espintcp_wake_writers(ctx->sk);
+}
+
+static void espintcp_tx_work(struct work_struct *work)
+{
+	struct espintcp_ctx *ctx = container_of(work, struct espintcp_ctx,
+						tx_work);
+	struct sock *sk = ctx->sk;
+	int err;
+
+	if (test_and_clear_bit(ESPINTCP_ABORT, &ctx->flags)) {
+		/* A framing error: RFC 9329 section 3 says close. */
+		tcp_abort(sk, READ_ONCE(ctx->rx_err) ? : EPROTO);
+	}
+
+	lock_sock(sk);
+	err = espintcp_push(ctx);
+	if (err && err != -EAGAIN)
+		espintcp_tx_purge(ctx);
+	release_sock(sk);
+}
+
+void espintcp_tx_init(struct espintcp_ctx *ctx)
+{
+	skb_queue_head_init(&ctx->esp_txq);
+	INIT_WORK(&ctx->tx_work, espintcp_tx_work);
+}
+
+/* close(): ESPINTCP_CLOSING is set, nothing can arm the work again. */
+void espintcp_tx_stop(struct espintcp_ctx *ctx)
+{
+	struct sock *sk = ctx->sk;
+
+	cancel_work_sync(&ctx->tx_work);
+
+	/*
+	 * Give TCP the partial message, if any, so that the peer does not see
+	 * a truncated frame before the FIN; what remains queued is dropped.
+	 */
+	lock_sock(sk);
+	if (ctx->tx.skb && !espintcp_send_slot(sk, &ctx->tx))
+		espintcp_slot_done(ctx);
+	espintcp_tx_purge(ctx);
+	release_sock(sk);
+}
+
+void espintcp_write_space(struct sock *sk)
+{
+	struct espintcp_ctx *ctx;
+
+	rcu_read_lock();
+	ctx = rcu_dereference(inet_csk(sk)->icsk_ulp_data);
+	if (ctx && (READ_ONCE(ctx->tx.skb) ||
+		    !skb_queue_empty_lockless(&ctx->esp_txq))) {
+		spin_lock_bh(&ctx->lock);
+		espintcp_tx_kick(ctx);
+		spin_unlock_bh(&ctx->lock);
+	}
+	if (ctx)
+		ctx->saved_write_space(sk);
+	rcu_read_unlock();
+}
+
+int espintcp_xmit(struct espintcp_ctx *ctx, struct sk_buff *skb)
+{
+	__be16 blen;
+	__be32 spi;
+	int err;
+
+	if (skb->len < ESPINTCP_LEN_SIZE + sizeof(spi) ||
+	    skb->len > ESPINTCP_MAX_MSG ||
+	    skb_copy_bits(skb, 0, &blen, sizeof(blen)) ||
+	    be16_to_cpu(blen) != skb->len ||
+	    skb_copy_bits(skb, ESPINTCP_LEN_SIZE, &spi, sizeof(spi)) ||
+	    !spi) {
+		err = -EINVAL;
+		goto drop;
+	}
+	/* espintcp_send_slot() walks the head and page frags only. */
+	if (skb_has_frag_list(skb) && __skb_linearize(skb)) {
+		err = -ENOMEM;
+		goto drop;
+	}
+	skb_dst_drop(skb);
+	skb_orphan(skb);
+
+	spin_lock_bh(&ctx->lock);
+	if (espintcp_closing(ctx)) {
+		err = -ENOTCONN;
+	} else if (skb_queue_len(&ctx->esp_txq) >= ESPINTCP_ESP_TXQ_MAX) {
+		err = -ENOBUFS;
+	} else {
+		skb_queue_tail(&ctx->esp_txq, skb);
+		espintcp_tx_kick(ctx);
+		err = 0;
+	}
+	spin_unlock_bh(&ctx->lock);
+	if (!err)
+		return 0;
+drop:
+	kfree_skb(skb);
+	spin_lock_bh(&ctx->lock);
+	ESPINTCP_INC(ctx, esp_tx_drops);
+	spin_unlock_bh(&ctx->lock);
+	return err;
+}
+EXPORT_SYMBOL_GPL(espintcp_xmit);
+
+/* Wait until the slot is ours to fill. Socket lock owned. */
+static int espintcp_wait_slot(struct espintcp_ctx *ctx, long *timeo)
+{
+	DEFINE_WAIT_FUNC(wait, woken_wake_function);
+	struct sock *sk = ctx->sk;
+	int err = 0;
+
+	ctx->ike_waiters++;
+	for (;;) {
+		if (sk->sk_err) {
+			err = sock_error(sk) ? : -EPIPE;
+			break;
+		}
+		if (sk->sk_shutdown & SEND_SHUTDOWN) {
+			err = -EPIPE;
+			break;
+		}
+		err = espintcp_push(ctx);
+		if (err && err != -EAGAIN)
+			break;
+		err = 0;
+		if (!ctx->tx.skb)
+			break;
+		if (!*timeo) {
+			err = -EAGAIN;
+			break;
+		}
+		if (signal_pending(current)) {
+			err = sock_intr_errno(*timeo);
+			break;
+		}
+		add_wait_queue(sk_sleep(sk), &wait);
+		sk_wait_event(sk, timeo, !READ_ONCE(ctx->tx.skb) ||
+			      READ_ONCE(sk->sk_err) ||
+			      (READ_ONCE(sk->sk_shutdown) & SEND_SHUTDOWN),
+			      &wait);
+		remove_wait_queue(sk_sleep(sk), &wait);
+	}
+	ctx->ike_waiters--;
+	return err;
+}
+
+int espintcp_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
+{
+	struct espintcp_ctx *ctx = espintcp_ctx(sk);
+	struct sk_buff *skb;
+	__be32 marker;
+	long timeo;
+	int err;
+
+	if (msg->msg_flags & ~(MSG_DONTWAIT | MSG_NOSIGNAL | MSG_EOR |
+			       MSG_CMSG_COMPAT))
+		return -EOPNOTSUPP;
+	if (msg->msg_controllen)
+		return -EOPNOTSUPP;
+	if (size > ESPINTCP_MAX_PAYLOAD)
+		return -EMSGSIZE;
+	/* Userspace sends IKE only: marker included, as recvmsg returns it. */
+	if (size < ESPINTCP_NON_ESP_MARKER)
+		return -EINVAL;
+
+	skb = alloc_skb(ESPINTCP_LEN_SIZE + size, sk->sk_allocation);
+	if (!skb)
+		return -ENOBUFS;
+	*(__be16 *)skb_put(skb, ESPINTCP_LEN_SIZE) =
+		cpu_to_be16(ESPINTCP_LEN_SIZE + size);
+	if (!copy_from_iter_full(skb_put(skb, size), size, &msg->msg_iter)) {
+		err = -EFAULT;
+		goto free;
+	}
+	if (skb_copy_bits(skb, ESPINTCP_LEN_SIZE, &marker, sizeof(marker)) ||
+	    marker) {
+		err = -EINVAL;
+		goto free;
+	}
+
+	lock_sock(sk);
+	timeo = sock_sndtimeo(sk, msg->msg_flags & MSG_DONTWAIT);
+	err = espintcp_wait_slot(ctx, &timeo);
+	if (err)
+		goto unlock;
+
+	ctx->tx.offset = 0;
+	ctx->tx.ike = true;
+	WRITE_ONCE(ctx->tx.skb, skb);
+	skb = NULL;
+	err = espintcp_push(ctx);
+	if (err && err != -EAGAIN) {
+		/* Nothing of it reached TCP: report instead of losing it. */
+		if (ctx->tx.skb && ctx->tx.ike && !ctx->tx.offset) {
+			skb = ctx->tx.skb;
+			WRITE_ONCE(ctx->tx.skb, NULL);
+		}
+		espintcp_tx_purge(ctx);
+	} else {
+		err = size;
+	}
+unlock:
+	/* ESP may have been held back for us: let it go. */
+	if (!ctx->tx.skb && !skb_queue_empty(&ctx->esp_txq)) {
+		spin_lock_bh(&ctx->lock);
+		espintcp_tx_kick(ctx);
+		spin_unlock_bh(&ctx->lock);
+	}
+	release_sock(sk);
+	if (err == -EPIPE && !(msg->msg_flags & MSG_NOSIGNAL))
+		send_sig(SIGPIPE, current, 0);
+free:
+	kfree_skb(skb);
+	return err;
+}
+
+int espintcp_sendpage(struct sock *sk, struct page *page, int offset,
+		      size_t size, int flags)
+{
+	/* A page is not a message: sendfile() and splice() would break framing. */
+	return -EOPNOTSUPP;
+}

@@ -48,8 +48,7 @@ struct espintcp_stats {
 	u64	esp_tx_drops;	/* ESP queue full, or dropped at close */
 };
 
-/*
- * The one message being written to TCP. Its bytes never interleave with any
+/* The one message being written to TCP. Its bytes never interleave with any
  * other message's; it is owned by whoever holds the socket lock.
  */
 struct espintcp_slot {
@@ -62,7 +61,7 @@ struct espintcp_ctx {
 	struct sock		*sk;
 	refcount_t		refcnt;
 	unsigned long		flags;
-	spinlock_t		lock;
+	spinlock_t		lock;		/* ESPINTCP_CLOSING vs. tx queueing */
 
 	/* receive */
 	struct strparser	strp;
@@ -87,8 +86,12 @@ struct espintcp_ctx {
 };
 
 /* Counters are written by one serialised path each and read racily. */
-#define ESPINTCP_INC(ctx, field) \
-	WRITE_ONCE((ctx)->stats.field, (ctx)->stats.field + 1)
+static inline void espintcp_inc(u64 *counter)
+{
+	WRITE_ONCE(*counter, *counter + 1);
+}
+
+#define ESPINTCP_INC(ctx, field)	espintcp_inc(&(ctx)->stats.field)
 
 static inline struct espintcp_ctx *espintcp_ctx(const struct sock *sk)
 {

@@ -53,8 +53,7 @@ static void espintcp_queue_ike(struct espintcp_ctx *ctx, struct sk_buff *skb,
 	struct sk_buff *msg;
 	bool queued = false;
 
-	/*
-	 * Copy out of the TCP skbs: they may be far larger than the message,
+	/* Copy out of the TCP skbs: they may be far larger than the message,
 	 * and the copy is what we charge against SO_RCVBUF.
 	 */
 	msg = alloc_skb(len, GFP_ATOMIC);
@@ -107,8 +106,7 @@ static bool espintcp_sk_is_v6(const struct sock *sk)
 #endif
 }
 
-/*
- * Build the private skb that include/net/espintcp.h promises the ESP types:
+/* Build the private skb that include/net/espintcp.h promises the ESP types:
  * [IP header][struct espintcp_encaphdr][ESP], copied out of the stream so
  * that decryption in place can never touch pages shared with the page cache
  * or another skb, with headers describing the connection.
@@ -201,8 +199,7 @@ static void espintcp_deliver_esp(struct espintcp_ctx *ctx, struct sk_buff *skb,
 	if (!nskb)
 		goto drop;
 
-	/*
-	 * XFRM may deliver the decrypted packet synchronously, possibly to
+	/* XFRM may deliver the decrypted packet synchronously, possibly to
 	 * this very socket whose lock we hold: hand it over from a clean
 	 * softirq context instead.
 	 */
@@ -254,8 +251,7 @@ static void espintcp_abort_parser(struct strparser *strp, int err)
 {
 	struct espintcp_ctx *ctx = container_of(strp, struct espintcp_ctx, strp);
 
-	/*
-	 * strparser times out a partial message after SO_RCVTIMEO: that
+	/* strparser times out a partial message after SO_RCVTIMEO: that
 	 * timeout is meant for recvmsg(), a slow peer is no framing error.
 	 */
 	if (err == -ETIMEDOUT)

@@ -54,8 +54,7 @@ static int espintcp_send_frag(struct sock *sk, const skb_frag_t *frag,
 	return tcp_sendmsg_locked(sk, &msg, len);
 }
 
-/*
- * Write what is left of the slot's message. Socket lock owned. Returns 0 once
+/* Write what is left of the slot's message. Socket lock owned. Returns 0 once
  * the whole message is in TCP, -EAGAIN when TCP is full, another -errno when
  * the connection cannot take data any more.
  */
@@ -113,8 +112,7 @@ static void espintcp_slot_done(struct espintcp_ctx *ctx)
 	espintcp_wake_writers(ctx->sk);
 }
 
-/*
- * Move messages into TCP until it is full or nothing waits. Socket lock
+/* Move messages into TCP until it is full or nothing waits. Socket lock
  * owned. An IKE sender waiting for the slot gets it after each ESP message;
  * an ESP packet gets it after each IKE message.
  */
@@ -202,8 +200,7 @@ void espintcp_tx_stop(struct espintcp_ctx *ctx)
 
 	cancel_work_sync(&ctx->tx_work);
 
-	/*
-	 * Give TCP the partial message, if any, so that the peer does not see
+	/* Give TCP the partial message, if any, so that the peer does not see
 	 * a truncated frame before the FIN; what remains queued is dropped.
 	 */
 	lock_sock(sk);

@@ -23,10 +23,10 @@
 
 enum { ESPINTCP_V4, ESPINTCP_V6, ESPINTCP_NFAMILIES };
 
-/*
- * The TCP protocol and socket operations with our receive, transmit, poll
+/* The TCP protocol and socket operations with our receive, transmit, poll
  * and close. IPv6 socket operations are not exported: they are taken from
- * the first IPv6 socket that attaches, and any later one must match.
+ * the first IPv6 socket that attaches, and any later one must match. Being
+ * copies made at runtime, they cannot be const (checkpatch's CONST_STRUCT).
  */
 static struct proto espintcp_prot[ESPINTCP_NFAMILIES];
 static struct proto_ops espintcp_ops[ESPINTCP_NFAMILIES];
@@ -211,8 +211,7 @@ static int espintcp_init(struct sock *sk)
 	WRITE_ONCE(sk->sk_socket->ops, ops);
 	write_unlock_bh(&sk->sk_callback_lock);
 
-	/*
-	 * A responder attaches after reading the IKETCP prefix; the first
+	/* A responder attaches after reading the IKETCP prefix; the first
 	 * message may already be queued. Parse it now rather than on the next
 	 * segment (the work runs once setsockopt() releases the socket).
 	 */
@@ -220,8 +219,7 @@ static int espintcp_init(struct sock *sk)
 	return 0;
 }
 
-/*
- * Everything that needs process context happens here, before TCP's close:
+/* Everything that needs process context happens here, before TCP's close:
  * afterwards the socket may live on, orphaned, until a timer or softirq
  * destroys it and calls espintcp_release().
  */
@@ -270,45 +268,53 @@ static int espintcp_disconnect(struct sock *sk, int flags)
 	return -EOPNOTSUPP;
 }
 
+static int espintcp_put_counters(struct sk_buff *skb,
+				 const struct espintcp_ctx *ctx)
+{
+	const struct {
+		int attr;
+		u64 val;
+	} info[] = {
+		{ ESPINTCP_INFO_IKE_RX, READ_ONCE(ctx->stats.ike_rx) },
+		{ ESPINTCP_INFO_IKE_TX, READ_ONCE(ctx->stats.ike_tx) },
+		{ ESPINTCP_INFO_ESP_RX, READ_ONCE(ctx->stats.esp_rx) },
+		{ ESPINTCP_INFO_ESP_TX, READ_ONCE(ctx->stats.esp_tx) },
+		{ ESPINTCP_INFO_KEEPALIVE_RX, READ_ONCE(ctx->stats.keepalive_rx) },
+		{ ESPINTCP_INFO_IKE_RX_DROPS, READ_ONCE(ctx->stats.ike_rx_drops) },
+		{ ESPINTCP_INFO_ESP_RX_DROPS, READ_ONCE(ctx->stats.esp_rx_drops) },
+		{ ESPINTCP_INFO_BAD_RX, READ_ONCE(ctx->stats.bad_rx) },
+		{ ESPINTCP_INFO_ESP_TX_DROPS, READ_ONCE(ctx->stats.esp_tx_drops) },
+		{ ESPINTCP_INFO_IKE_RXQ, skb_queue_len_lockless(&ctx->ike_rxq) },
+		{ ESPINTCP_INFO_ESP_TXQ, skb_queue_len_lockless(&ctx->esp_txq) },
+	};
+	struct nlattr *nest;
+	int i;
+
+	BUILD_BUG_ON(ARRAY_SIZE(info) != ESPINTCP_INFO_MAX - ESPINTCP_INFO_PAD);
+	nest = nla_nest_start_noflag(skb, INET_ULP_INFO_ESPINTCP);
+	if (!nest)
+		return -EMSGSIZE;
+	for (i = 0; i < ARRAY_SIZE(info); i++) {
+		if (nla_put_u64_64bit(skb, info[i].attr, info[i].val,
+				      ESPINTCP_INFO_PAD)) {
+			nla_nest_cancel(skb, nest);
+			return -EMSGSIZE;
+		}
+	}
+	nla_nest_end(skb, nest);
+	return 0;
+}
+
+/* inet_diag, under RCU. */
 static int espintcp_get_info(struct sock *sk, struct sk_buff *skb)
 {
 	const struct espintcp_ctx *ctx;
-	struct nlattr *nest;
 	int err = 0;
 
 	rcu_read_lock();
 	ctx = rcu_dereference(inet_csk(sk)->icsk_ulp_data);
-	if (!ctx)
-		goto out;
-
-	nest = nla_nest_start_noflag(skb, INET_ULP_INFO_ESPINTCP);
-	if (!nest) {
-		err = -EMSGSIZE;
-		goto out;
-	}
-#define PUT(attr, val) \
-	do { \
-		err = nla_put_u64_64bit(skb, attr, val, ESPINTCP_INFO_PAD); \
-		if (err) \
-			goto cancel; \
-	} while (0)
-	PUT(ESPINTCP_INFO_IKE_RX, READ_ONCE(ctx->stats.ike_rx));
-	PUT(ESPINTCP_INFO_IKE_TX, READ_ONCE(ctx->stats.ike_tx));
-	PUT(ESPINTCP_INFO_ESP_RX, READ_ONCE(ctx->stats.esp_rx));
-	PUT(ESPINTCP_INFO_ESP_TX, READ_ONCE(ctx->stats.esp_tx));
-	PUT(ESPINTCP_INFO_KEEPALIVE_RX, READ_ONCE(ctx->stats.keepalive_rx));
-	PUT(ESPINTCP_INFO_IKE_RX_DROPS, READ_ONCE(ctx->stats.ike_rx_drops));
-	PUT(ESPINTCP_INFO_ESP_RX_DROPS, READ_ONCE(ctx->stats.esp_rx_drops));
-	PUT(ESPINTCP_INFO_BAD_RX, READ_ONCE(ctx->stats.bad_rx));
-	PUT(ESPINTCP_INFO_ESP_TX_DROPS, READ_ONCE(ctx->stats.esp_tx_drops));
-	PUT(ESPINTCP_INFO_IKE_RXQ, skb_queue_len_lockless(&ctx->ike_rxq));
-	PUT(ESPINTCP_INFO_ESP_TXQ, skb_queue_len_lockless(&ctx->esp_txq));
-#undef PUT
-	nla_nest_end(skb, nest);
-	goto out;
-cancel:
-	nla_nest_cancel(skb, nest);
-out:
+	if (ctx)
+		err = espintcp_put_counters(skb, ctx);
 	rcu_read_unlock();
 	return err;
 }

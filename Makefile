@@ -23,12 +23,15 @@ modules:
 		{ echo "no kernel headers found: install linux-headers-amd64 or set KDIR"; exit 1; }
 	$(MAKE) -C $(KDIR) M=$(PWD) modules
 
+SELFTESTS := tools/testing/selftests/net/espintcp
+KSFT_DIR = $(shell scripts/linux-source.sh)/tools/testing/selftests
+
 clean:
 	$(MAKE) -C $(KDIR) M=$(PWD) clean
-	$(MAKE) -C tools/testing/selftests/net/espintcp clean
+	$(MAKE) -C $(SELFTESTS) KSFT_DIR=$(KSFT_DIR) clean
 
 selftests:
-	$(MAKE) -C tools/testing/selftests/net/espintcp
+	$(MAKE) -C $(SELFTESTS) KSFT_DIR=$(KSFT_DIR)
 
 check:
 	tools/testing/vm/check.sh

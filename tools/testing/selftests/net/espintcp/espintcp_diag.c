@@ -26,6 +26,10 @@
 
 #include "../../../../../include/uapi/linux/espintcp.h"
 
+#ifndef ARRAY_SIZE
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#endif
+
 static const char * const counter_names[] = {
 	[ESPINTCP_INFO_IKE_RX]		= "ike_rx",
 	[ESPINTCP_INFO_IKE_TX]		= "ike_tx",
@@ -58,7 +62,7 @@ static void print_counters(const struct nlattr *nest)
 		int type = a->nla_type & NLA_TYPE_MASK;
 		uint64_t val;
 
-		if (type < (int)(sizeof(counter_names) / sizeof(counter_names[0])) &&
+		if (type < (int)ARRAY_SIZE(counter_names) &&
 		    counter_names[type] &&
 		    a->nla_len >= NLA_HDRLEN + sizeof(val)) {
 			memcpy(&val, (const char *)a + NLA_HDRLEN, sizeof(val));

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# make check: install what is missing, build the modules and selftests, run
+# them all in a VM booting Debian's stock kernel, and end with the line
+# "N passed, N failed".
+
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/../../.." && pwd)
+cd "$top"
+
+scripts/deps.sh
+make -s modules
+make -s selftests
+
+out=$(mktemp -d /tmp/espintcp-check.XXXXXX)
+set +e
+tools/testing/vm/run-vm.sh --timeout "${ESPINTCP_VM_TIMEOUT:-3000}" --out "$out" \
+	-- tools/testing/vm/guest-check.sh
+rc=$?
+set -e
+
+result=$(grep -ao 'GUEST-RESULT [0-9]* [0-9]* [0-9]*' "$out/console.log" | tail -1)
+read -r _ passed failed skipped <<<"${result:-GUEST-RESULT 0 0 0}"
+case $rc in
+0|1) ;;
+124) echo "check: the VM timed out"; failed=$((failed + 1)) ;;
+125) echo "check: the guest kernel crashed or warned (see $out/console.log)"
+     failed=$((failed + 1)) ;;
+*) [ -n "$result" ] || { echo "check: no result from the guest (exit $rc)"; failed=$((failed + 1)); } ;;
+esac
+[ -n "$result" ] || [ "$failed" -gt 0 ] || failed=1
+
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]

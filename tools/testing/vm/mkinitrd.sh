@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Build (once, cached) the VM's initramfs for kernel KVER: static busybox,
+# the stock modules needed to mount the host over 9p, and guest-init.
+# Prints the initramfs path.
+
+set -euo pipefail
+
+kver=$1
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cache=${XDG_CACHE_HOME:-$HOME/.cache}/espintcp/vm/$kver
+initrd=$cache/initrd.gz
+busybox=/bin/busybox
+
+# Rebuild when any input changed.
+stamp=$( (sha256sum "$here/guest-init" "$0" "$busybox"; ls -l "/lib/modules/$kver/modules.dep") | sha256sum | cut -c1-16)
+if [ -f "$initrd" ] && [ "$(cat "$cache/stamp" 2>/dev/null)" = "$stamp" ]; then
+	echo "$initrd"
+	exit 0
+fi
+
+file "$busybox" 2>/dev/null | grep -q 'statically linked' || [ -x /bin/busybox ] || {
+	echo "mkinitrd: install busybox-static" >&2
+	exit 1
+}
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work"/{bin,dev,proc,sys,mnt,newroot,lib/modules}
+cp "$busybox" "$work/bin/busybox"
+for app in sh mount umount mkdir insmod cat echo chroot poweroff sleep dmesg; do
+	ln -s busybox "$work/bin/$app"
+done
+
+# Modules in dependency order, as modprobe would load them.
+: > "$work/modules"
+for mod in virtio_pci 9pnet_virtio 9p overlay; do
+	modprobe -S "$kver" --show-depends "$mod" | while read -r kw path _; do
+		[ "$kw" = insmod ] || continue
+		name=$(basename "$path")
+		grep -qx "$name" "$work/modules" && continue
+		case "$path" in
+		*.xz) xz -dc "$path" > "$work/lib/modules/${name%.xz}"; name=${name%.xz} ;;
+		*) cp "$path" "$work/lib/modules/$name" ;;
+		esac
+		echo "$name" >> "$work/modules"
+	done
+done
+
+cp "$here/guest-init" "$work/init"
+chmod +x "$work/init"
+
+mkdir -p "$cache"
+(cd "$work" && find . | cpio -o -H newc --quiet | gzip -1) > "$initrd.tmp"
+mv "$initrd.tmp" "$initrd"
+echo "$stamp" > "$cache/stamp"
+echo "$initrd"

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Run a command as root inside Debian's stock kernel under qemu (TCG).
+#
+#   run-vm.sh [--timeout SECS] [--kver KVER] [--out DIR] -- COMMAND...
+#
+# The guest boots /boot/vmlinuz-KVER with a small cached initramfs (busybox
+# and the stock 9p/virtio modules), mounts the host's / read-only over 9p
+# with tmpfs over /tmp, /run, /var, /root and an overlay over /etc, and runs
+# COMMAND with bash in the directory run-vm.sh was called from.
+#
+# Exit status: COMMAND's own; 124 when the guest timed out; 125 when the
+# guest kernel crashed or printed a warning (Oops, BUG, WARNING, KASAN,
+# refcount_t); 126 when the VM could not be set up. The guest's full dmesg
+# is left in OUT/dmesg and the serial console in OUT/console.log.
+
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+top=$(cd "$here/../../.." && pwd)
+
+timeout=600
+kver=
+out=
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--timeout) timeout=$2; shift 2 ;;
+	--kver) kver=$2; shift 2 ;;
+	--out) out=$2; shift 2 ;;
+	--) shift; break ;;
+	*) break ;;
+	esac
+done
+[ $# -gt 0 ] || { echo "usage: $0 [--timeout S] [--kver KVER] [--out DIR] -- COMMAND..." >&2; exit 126; }
+
+kver=${kver:-$("$top/scripts/kver.sh")} || { echo "run-vm: no kernel found" >&2; exit 126; }
+kernel=/boot/vmlinuz-$kver
+[ -r "$kernel" ] || { echo "run-vm: $kernel missing (apt-get install linux-image-amd64)" >&2; exit 126; }
+
+out=${out:-$(mktemp -d /tmp/espintcp-vm.XXXXXX)}
+mkdir -p "$out"
+share="$out/share"
+rm -rf "$share"
+mkdir -p "$share"
+
+initrd=$("$here/mkinitrd.sh" "$kver") || exit 126
+
+# The command, run by the guest from the shared directory.
+{
+	printf 'cd %q || exit 126\n' "$PWD"
+	printf '%q ' "$@"
+	echo
+} > "$share/cmd"
+
+cpus=$(nproc)
+[ "$cpus" -gt 4 ] && cpus=4
+start=$(date +%s.%N)
+set +e
+timeout -k 10 "$timeout" qemu-system-x86_64 \
+	-accel tcg,thread=multi -cpu max -smp "$cpus" -m 2G \
+	-nographic -no-reboot -serial mon:stdio -nodefaults -vga none \
+	-kernel "$kernel" -initrd "$initrd" \
+	-append "console=ttyS0 quiet loglevel=4 panic=-1 oops=panic rdinit=/init" \
+	-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
+	-virtfs local,path="$share",mount_tag=result,security_model=none,multidevs=remap \
+	</dev/null 2>&1 | tee "$out/console.log" |
+	sed -u -e '/ESPINTCP-VM /d' -e '/SeaBIOS\|^Booting from\|^iPXE\|^Press Ctrl/d' \
+	       -e 's/\x1b[[0-9;?]*[a-zA-Z]//g; s/\x1bc//g; s/\r$//'
+qemu_rc=${PIPESTATUS[0]}
+set -e
+end=$(date +%s.%N)
+
+boot=$(grep -ao 'ESPINTCP-VM boot [0-9.]*' "$out/console.log" | tail -1 | cut -d' ' -f3)
+printf 'run-vm: guest uptime at command start %ss, total %.1fs\n' \
+	"${boot:-?}" "$(echo "$end - $start" | bc)"
+[ -f "$share/dmesg" ] && cp "$share/dmesg" "$out/dmesg"
+
+splat='(Oops|BUG:|WARNING:|KASAN|refcount_t|general protection|Kernel panic|Call Trace)'
+if [ "$qemu_rc" -eq 124 ] || [ "$qemu_rc" -eq 137 ]; then
+	echo "run-vm: guest timed out after ${timeout}s" >&2
+	exit 124
+fi
+logs=("$out/console.log")
+[ -f "$out/dmesg" ] && logs+=("$out/dmesg")
+if grep -aEq "$splat" "${logs[@]}"; then
+	echo "run-vm: guest kernel crashed or warned:" >&2
+	grep -ahE -A3 "$splat" "${logs[@]}" | head -40 >&2 || true
+	exit 125
+fi
+if [ ! -f "$share/rc" ]; then
+	echo "run-vm: guest ended without a result (qemu exit $qemu_rc); see $out/console.log" >&2
+	tail -20 "$out/console.log" >&2
+	exit 126
+fi
+echo "run-vm: output in $out"
+exit "$(cat "$share/rc")"

@@ -28,10 +28,10 @@ KSFT_DIR = $(shell scripts/linux-source.sh)/tools/testing/selftests
 
 clean:
 	$(MAKE) -C $(KDIR) M=$(PWD) clean
-	$(MAKE) -C $(SELFTESTS) KSFT_DIR=$(KSFT_DIR) clean
+	$(MAKE) -C $(SELFTESTS) KSFT_DIR=$(KSFT_DIR) OUTPUT=$(CURDIR)/$(SELFTESTS) clean
 
 selftests:
-	$(MAKE) -C $(SELFTESTS) KSFT_DIR=$(KSFT_DIR)
+	$(MAKE) -C $(SELFTESTS) KSFT_DIR=$(KSFT_DIR) OUTPUT=$(CURDIR)/$(SELFTESTS)
 
 check:
 	tools/testing/vm/check.sh

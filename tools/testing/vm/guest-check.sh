@@ -39,11 +39,15 @@ done
 
 timeout=$(sed -n 's/^timeout=//p' "$st/settings" 2>/dev/null)
 timeout=${timeout:-300}
-progs=$(make -s --no-print-directory -C "$st" -f Makefile -f - print-tests <<'MK'
+# The programs' list, from the selftest Makefile (lib.mk is not needed).
+mkdir -p /tmp/ksft && : > /tmp/ksft/lib.mk
+progs=$(make -s --no-print-directory -C "$st" KSFT_DIR=/tmp/ksft \
+	-f Makefile -f - print-tests <<'MK'
 print-tests:
 	@echo $(TEST_GEN_PROGS) $(TEST_PROGS)
 MK
 )
+[ -n "$progs" ] || notok "selftests found in $st"
 
 for p in $progs; do
 	log=/tmp/selftest-$p.log

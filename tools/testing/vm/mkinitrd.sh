@@ -51,6 +51,11 @@ done
 cp "$here/guest-init" "$work/init"
 chmod +x "$work/init"
 
+# The kernel runs request_module()'s modprobe in init's root: this one.
+mkdir -p "$work/sbin"
+printf '#!/bin/sh\nexec /bin/chroot /newroot /sbin/modprobe "$@"\n' > "$work/sbin/modprobe"
+chmod +x "$work/sbin/modprobe"
+
 mkdir -p "$cache"
 (cd "$work" && find . | cpio -o -H newc --quiet | gzip -1) > "$initrd.tmp"
 mv "$initrd.tmp" "$initrd"

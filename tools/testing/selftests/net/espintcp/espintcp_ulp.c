@@ -1,0 +1,874 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Selftests of the espintcp TCP ULP (RFC 9329) against a raw peer: the far
+ * end is a plain TCP socket that reads and writes the framed byte stream
+ * itself (16-bit Length counting itself, zero non-ESP marker for IKE).
+ *
+ * Each test runs over IPv4 and IPv6, on loopback and across a veth pair
+ * between two network namespaces.
+ */
+
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "kselftest_harness.h"
+
+#ifndef TCP_ULP
+#define TCP_ULP 31
+#endif
+
+#define MAX_PAYLOAD	65533	/* Length counts itself */
+#define WAIT_MS		20000	/* bound for anything that must happen */
+
+static const char ulp_name[] = "espintcp";
+
+static int attach(int fd)
+{
+	return setsockopt(fd, IPPROTO_TCP, TCP_ULP, ulp_name, sizeof(ulp_name));
+}
+
+/* Build an RFC 9329 frame: Length, then marker (IKE) or SPI, then body. */
+static size_t frame(uint8_t *buf, uint32_t spi, const void *body, size_t len)
+{
+	size_t total = 2 + 4 + len;
+
+	buf[0] = total >> 8;
+	buf[1] = total & 0xff;
+	buf[2] = spi >> 24;
+	buf[3] = spi >> 16;
+	buf[4] = spi >> 8;
+	buf[5] = spi;
+	memcpy(buf + 6, body, len);
+	return total;
+}
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* Read exactly len bytes, waiting at most WAIT_MS for each chunk. */
+static int read_all(int fd, void *buf, size_t len)
+{
+	uint8_t *p = buf;
+
+	while (len) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		ssize_t n;
+
+		if (poll(&pfd, 1, WAIT_MS) != 1)
+			return -1;
+		n = read(fd, p, len);
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* Read one frame from the raw side; returns the frame length or -1. */
+static int read_frame(int fd, uint8_t *buf, size_t size)
+{
+	size_t len;
+
+	if (read_all(fd, buf, 2))
+		return -1;
+	len = (buf[0] << 8) | buf[1];
+	if (len < 2 || len > size || read_all(fd, buf + 2, len - 2))
+		return -1;
+	return len;
+}
+
+static int readable(int fd, int ms)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+	return poll(&pfd, 1, ms) == 1 && (pfd.revents & (POLLIN | POLLERR));
+}
+
+/* A payload whose bytes encode its own identity, for integrity checks. */
+static void fill(uint8_t *p, size_t len, uint32_t seed)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		p[i] = (uint8_t)(seed * 31 + i * 7);
+}
+
+static int check_fill(const uint8_t *p, size_t len, uint32_t seed)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if (p[i] != (uint8_t)(seed * 31 + i * 7))
+			return -1;
+	return 0;
+}
+
+static uint64_t read_xfrm_counter(const char *name)
+{
+	char line[256], key[128];
+	unsigned long long v;
+	uint64_t ret = 0;
+	FILE *f = fopen("/proc/net/xfrm_stat", "r");
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%127s %llu", key, &v) == 2 && !strcmp(key, name))
+			ret = v;
+	fclose(f);
+	return ret;
+}
+
+static int module_loaded(const char *name)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), "/sys/module/%s", name);
+	return access(path, F_OK) == 0;
+}
+
+/* Topology: loopback in a fresh netns, or two namespaces over veth. */
+struct topo {
+	int family;
+	struct sockaddr_storage srv;	/* where the responder listens */
+	socklen_t len;
+	int peer_ns;			/* fd of the raw peer's netns, or -1 */
+	char peer_ns_name[64];
+};
+
+static int run(const char *cmd)
+{
+	int rc = system(cmd);
+
+	return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+/* The responder's side is this netns, the raw peer's is %s. */
+static const char * const veth_setup[] = {
+	"ip netns add %s",
+	"ip link add veth0 type veth peer name veth1 netns %s",
+	"ip addr add 10.71.0.1/24 dev veth0",
+	"ip addr add fd00:71::1/64 dev veth0 nodad",
+	"ip link set veth0 up",
+	"ip -n %s link set lo up",
+	"ip -n %s addr add 10.71.0.2/24 dev veth1",
+	"ip -n %s addr add fd00:71::2/64 dev veth1 nodad",
+	"ip -n %s link set veth1 up",
+};
+
+static int topo_setup(struct topo *t, int family, bool veth)
+{
+	struct sockaddr_in *a4 = (void *)&t->srv;
+	struct sockaddr_in6 *a6 = (void *)&t->srv;
+	char cmd[256], path[128];
+	size_t i;
+
+	memset(t, 0, sizeof(*t));
+	t->family = family;
+	t->peer_ns = -1;
+	if (unshare(CLONE_NEWNET))
+		return -1;
+	if (run("ip link set lo up"))
+		return -1;
+
+	if (veth) {
+		snprintf(t->peer_ns_name, sizeof(t->peer_ns_name),
+			 "espintcp-peer-%d", getpid());
+		for (i = 0; i < ARRAY_SIZE(veth_setup); i++) {
+			snprintf(cmd, sizeof(cmd), veth_setup[i], t->peer_ns_name);
+			if (run(cmd))
+				return -1;
+		}
+		snprintf(path, sizeof(path), "/run/netns/%s", t->peer_ns_name);
+		t->peer_ns = open(path, O_RDONLY | O_CLOEXEC);
+		if (t->peer_ns < 0)
+			return -1;
+	}
+
+	if (family == AF_INET) {
+		a4->sin_family = AF_INET;
+		inet_pton(AF_INET, veth ? "10.71.0.1" : "127.0.0.1",
+			  &a4->sin_addr);
+		t->len = sizeof(*a4);
+	} else {
+		a6->sin6_family = AF_INET6;
+		inet_pton(AF_INET6, veth ? "fd00:71::1" : "::1", &a6->sin6_addr);
+		t->len = sizeof(*a6);
+	}
+	return 0;
+}
+
+static void topo_teardown(struct topo *t)
+{
+	char cmd[128];
+
+	if (t->peer_ns >= 0) {
+		close(t->peer_ns);
+		snprintf(cmd, sizeof(cmd), "ip netns del %s", t->peer_ns_name);
+		run(cmd);
+	}
+}
+
+/* A socket in the raw peer's namespace. */
+static int peer_socket(struct topo *t, int type)
+{
+	int self, fd;
+
+	if (t->peer_ns < 0)
+		return socket(t->family, type, 0);
+	self = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+	if (self < 0 || setns(t->peer_ns, CLONE_NEWNET))
+		return -1;
+	fd = socket(t->family, type, 0);
+	if (setns(self, CLONE_NEWNET))
+		fd = -1;
+	close(self);
+	return fd;
+}
+
+static int listen_any(struct topo *t)
+{
+	int one = 1, fd = socket(t->family, SOCK_STREAM, 0);
+
+	if (fd < 0)
+		return -1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (void *)&t->srv, t->len) || listen(fd, 64) ||
+	    getsockname(fd, (void *)&t->srv, &t->len))
+		return -1;
+	return fd;
+}
+
+/*
+ * One RFC 9329 connection: the raw peer is the TCP Originator and sends
+ * IKETCP; the responder reads the prefix and, unless told not to, attaches.
+ */
+static int connect_pair(struct topo *t, int lfd, int *raw, int *ulp,
+			bool do_attach)
+{
+	char prefix[6];
+	int one = 1;
+
+	*raw = peer_socket(t, SOCK_STREAM);
+	if (*raw < 0 || connect(*raw, (void *)&t->srv, t->len))
+		return -1;
+	setsockopt(*raw, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	*ulp = accept(lfd, NULL, NULL);
+	if (*ulp < 0 || write_all(*raw, "IKETCP", 6) ||
+	    read_all(*ulp, prefix, 6) || memcmp(prefix, "IKETCP", 6))
+		return -1;
+	return do_attach ? attach(*ulp) : 0;
+}
+
+FIXTURE(ulp) {
+	struct topo t;
+	int lfd, raw, ulp;
+};
+
+FIXTURE_VARIANT(ulp) {
+	int family;
+	bool veth;
+};
+
+FIXTURE_VARIANT_ADD(ulp, ipv4_lo) { .family = AF_INET, .veth = false };
+FIXTURE_VARIANT_ADD(ulp, ipv6_lo) { .family = AF_INET6, .veth = false };
+FIXTURE_VARIANT_ADD(ulp, ipv4_veth) { .family = AF_INET, .veth = true };
+FIXTURE_VARIANT_ADD(ulp, ipv6_veth) { .family = AF_INET6, .veth = true };
+
+FIXTURE_SETUP(ulp)
+{
+	signal(SIGPIPE, SIG_IGN);
+	ASSERT_EQ(0, topo_setup(&self->t, variant->family, variant->veth));
+	self->lfd = listen_any(&self->t);
+	ASSERT_LE(0, self->lfd);
+	ASSERT_EQ(0, connect_pair(&self->t, self->lfd, &self->raw, &self->ulp,
+				  true)) TH_LOG("attach: %s", strerror(errno));
+}
+
+FIXTURE_TEARDOWN(ulp)
+{
+	close(self->raw);
+	close(self->ulp);
+	close(self->lfd);
+	topo_teardown(&self->t);
+}
+
+static void send_ike(struct __test_metadata *_metadata, int fd,
+		     const void *body, size_t len)
+{
+	uint8_t buf[2 + 4 + 4096];
+
+	ASSERT_LE(len, sizeof(buf) - 6);
+	ASSERT_EQ(0, write_all(fd, buf, frame(buf, 0, body, len)));
+}
+
+TEST_F(ulp, one_message_per_recv)
+{
+	uint8_t buf[3 * (6 + 100)], out[200];
+	size_t n = 0;
+	int i;
+
+	/* Three frames in one write. */
+	for (i = 0; i < 3; i++) {
+		uint8_t body[100];
+
+		fill(body, 10 + i, i);
+		n += frame(buf + n, 0, body, 10 + i);
+	}
+	ASSERT_EQ(0, write_all(self->raw, buf, n));
+	for (i = 0; i < 3; i++) {
+		ASSERT_TRUE(readable(self->ulp, WAIT_MS));
+		ASSERT_EQ(4 + 10 + i, recv(self->ulp, out, sizeof(out), 0));
+		ASSERT_EQ(0, memcmp(out, "\0\0\0\0", 4));
+		ASSERT_EQ(0, check_fill(out + 4, 10 + i, i));
+	}
+	ASSERT_EQ(-1, recv(self->ulp, out, sizeof(out), MSG_DONTWAIT));
+	ASSERT_EQ(EAGAIN, errno);
+}
+
+TEST_F(ulp, peek_and_trunc)
+{
+	struct iovec iov;
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+	uint8_t out[64];
+
+	send_ike(_metadata, self->raw, "first-message", 13);
+	send_ike(_metadata, self->raw, "second", 6);
+	ASSERT_TRUE(readable(self->ulp, WAIT_MS));
+	ASSERT_EQ(17, recv(self->ulp, out, sizeof(out), MSG_PEEK));
+	ASSERT_EQ(17, recv(self->ulp, out, sizeof(out), MSG_PEEK));
+
+	/* A short buffer: the head, MSG_TRUNC, the rest dropped. */
+	iov.iov_base = out;
+	iov.iov_len = 8;
+	ASSERT_EQ(8, recvmsg(self->ulp, &msg, 0));
+	ASSERT_TRUE(msg.msg_flags & MSG_TRUNC);
+	ASSERT_EQ(0, memcmp(out + 4, "firs", 4));
+
+	/* MSG_TRUNC in flags returns the real length. */
+	ASSERT_TRUE(readable(self->ulp, WAIT_MS));
+	ASSERT_EQ(10, recv(self->ulp, out, 2, MSG_TRUNC));
+	ASSERT_EQ(-1, recv(self->ulp, out, sizeof(out), MSG_DONTWAIT));
+	ASSERT_EQ(EAGAIN, errno);
+}
+
+TEST_F(ulp, rcvtimeo)
+{
+	struct timeval tv = { .tv_usec = 100000 };
+	uint8_t out[16];
+
+	ASSERT_EQ(0, setsockopt(self->ulp, SOL_SOCKET, SO_RCVTIMEO, &tv,
+				sizeof(tv)));
+	ASSERT_EQ(-1, recv(self->ulp, out, sizeof(out), 0));
+	ASSERT_TRUE(errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+TEST_F(ulp, eof_after_messages)
+{
+	uint8_t out[64];
+
+	send_ike(_metadata, self->raw, "last", 4);
+	ASSERT_EQ(0, shutdown(self->raw, SHUT_WR));
+	ASSERT_TRUE(readable(self->ulp, WAIT_MS));
+	ASSERT_EQ(8, recv(self->ulp, out, sizeof(out), 0));
+	ASSERT_TRUE(readable(self->ulp, WAIT_MS));
+	ASSERT_EQ(0, recv(self->ulp, out, sizeof(out), 0));
+	ASSERT_EQ(0, recv(self->ulp, out, sizeof(out), 0));
+}
+
+TEST_F(ulp, split_at_every_byte)
+{
+	uint8_t buf[64], out[64], body[40];
+	size_t len, k;
+
+	fill(body, sizeof(body), 7);
+	len = frame(buf, 0, body, sizeof(body));
+	for (k = 1; k < len; k++) {
+		ASSERT_EQ(0, write_all(self->raw, buf, k));
+		/* An incomplete message never makes the socket readable. */
+		ASSERT_FALSE(readable(self->ulp, 0)) TH_LOG("split at %zu", k);
+		ASSERT_EQ(0, write_all(self->raw, buf + k, len - k));
+		ASSERT_TRUE(readable(self->ulp, WAIT_MS));
+		ASSERT_EQ(len - 2, recv(self->ulp, out, sizeof(out), 0));
+		ASSERT_EQ(0, check_fill(out + 4, sizeof(body), 7));
+	}
+}
+
+TEST_F(ulp, raw_bytes_do_not_make_readable)
+{
+	uint8_t esp[2 + 20];
+	int n;
+
+	/* An ESP frame and a keepalive: nothing for userspace. */
+	frame(esp, 0x01020304, "0123456789abcdef", 16);
+	ASSERT_EQ(0, write_all(self->raw, esp, sizeof(esp)));
+	ASSERT_EQ(0, write_all(self->raw, "\0\3\xff", 3));
+	send_ike(_metadata, self->raw, "x", 1);
+	ASSERT_TRUE(readable(self->ulp, WAIT_MS));
+	n = recv(self->ulp, esp, sizeof(esp), 0);
+	ASSERT_EQ(5, n);
+	ASSERT_FALSE(readable(self->ulp, 0));
+}
+
+TEST_F(ulp, short_messages_dropped)
+{
+	uint8_t out[16];
+
+	/* Length 2 (empty), 3 (not a keepalive), 5 (3 bytes): too short. */
+	ASSERT_EQ(0, write_all(self->raw, "\0\2", 2));
+	ASSERT_EQ(0, write_all(self->raw, "\0\3\x01", 3));
+	ASSERT_EQ(0, write_all(self->raw, "\0\5\0\0\0", 5));
+	send_ike(_metadata, self->raw, "ok", 2);
+	ASSERT_TRUE(readable(self->ulp, WAIT_MS));
+	ASSERT_EQ(6, recv(self->ulp, out, sizeof(out), 0));
+	ASSERT_EQ(0, memcmp(out + 4, "ok", 2));
+}
+
+static void fatal_length(struct __test_metadata *_metadata, int raw, int ulp,
+			 const char *len)
+{
+	uint8_t out[16];
+
+	ASSERT_EQ(0, write_all(raw, len, 2));
+	ASSERT_TRUE(readable(ulp, WAIT_MS));
+	ASSERT_EQ(-1, recv(ulp, out, sizeof(out), 0));
+	ASSERT_EQ(EPROTO, errno);
+	/* The connection is reset: the peer sees RST (or at least EOF). */
+	ASSERT_TRUE(readable(raw, WAIT_MS));
+	ASSERT_GE(0, read(raw, out, sizeof(out)));
+}
+
+TEST_F(ulp, fatal_length_zero)
+{
+	fatal_length(_metadata, self->raw, self->ulp, "\0\0");
+}
+
+TEST_F(ulp, fatal_length_one)
+{
+	fatal_length(_metadata, self->raw, self->ulp, "\0\1");
+}
+
+TEST_F(ulp, send_is_framed)
+{
+	uint8_t msg[4 + 300], buf[400];
+
+	memset(msg, 0, 4);
+	fill(msg + 4, 300, 3);
+	ASSERT_EQ(sizeof(msg), send(self->ulp, msg, sizeof(msg), 0));
+	ASSERT_EQ(2 + sizeof(msg), read_frame(self->raw, buf, sizeof(buf)));
+	ASSERT_EQ(0, memcmp(buf + 2, msg, sizeof(msg)));
+}
+
+TEST_F(ulp, send_limits)
+{
+	static uint8_t big[MAX_PAYLOAD + 1], buf[MAX_PAYLOAD + 2];
+
+	ASSERT_EQ(-1, send(self->ulp, big, MAX_PAYLOAD + 1, 0));
+	ASSERT_EQ(EMSGSIZE, errno);
+	ASSERT_EQ(-1, send(self->ulp, "\0\0\0", 3, 0));
+	ASSERT_EQ(EINVAL, errno);
+	ASSERT_EQ(-1, send(self->ulp, "\1\2\3\4esp", 7, 0));
+	ASSERT_EQ(EINVAL, errno);
+	ASSERT_EQ(-1, send(self->ulp, big, 8, MSG_OOB));
+	ASSERT_EQ(EOPNOTSUPP, errno);
+	ASSERT_EQ(-1, recv(self->ulp, buf, 8, MSG_OOB));
+	ASSERT_EQ(EOPNOTSUPP, errno);
+
+	fill(big + 4, MAX_PAYLOAD - 4, 9);
+	ASSERT_EQ(MAX_PAYLOAD, send(self->ulp, big, MAX_PAYLOAD, 0));
+	ASSERT_EQ(MAX_PAYLOAD + 2, read_frame(self->raw, buf, sizeof(buf)));
+	ASSERT_EQ(0, buf[0] == 0xff && buf[1] == 0xff ? 0 : -1);
+	ASSERT_EQ(0, check_fill(buf + 6, MAX_PAYLOAD - 4, 9));
+}
+
+/* Fill the connection until a non-blocking send says EAGAIN. */
+static int fill_until_eagain(int fd, size_t len, int max)
+{
+	static uint8_t msg[16384];
+	int sent = 0;
+
+	memset(msg, 0, 4);
+	while (sent < max) {
+		fill(msg + 4, len - 4, sent);
+		if (send(fd, msg, len, MSG_DONTWAIT) != (ssize_t)len)
+			return errno == EAGAIN ? sent : -1;
+		sent++;
+	}
+	return -1;
+}
+
+TEST_F(ulp, nonblocking_send_eagain)
+{
+	static uint8_t buf[16384];
+	int sent, i;
+
+	sent = fill_until_eagain(self->ulp, 10000, 100000);
+	ASSERT_LT(0, sent);
+	/* Writable exactly when a send would not wait. */
+	ASSERT_FALSE(poll(&(struct pollfd){ .fd = self->ulp, .events = POLLOUT },
+			  1, 0) == 1);
+	/* Every message that was accepted arrives whole, in order. */
+	for (i = 0; i < sent; i++) {
+		ASSERT_EQ(10002, read_frame(self->raw, buf, sizeof(buf)));
+		ASSERT_EQ(0, check_fill(buf + 6, 10000 - 4, i));
+	}
+}
+
+TEST_F(ulp, sndtimeo)
+{
+	struct timeval tv = { .tv_usec = 100000 };
+	static uint8_t msg[10000];
+	int i;
+
+	/* The peer does not read: a timed blocking send must give up. */
+	ASSERT_EQ(0, setsockopt(self->ulp, SOL_SOCKET, SO_SNDTIMEO, &tv,
+				sizeof(tv)));
+	memset(msg, 0, 4);
+	for (i = 0; i < 100000; i++)
+		if (send(self->ulp, msg, sizeof(msg), 0) != sizeof(msg))
+			break;
+	ASSERT_LT(i, 100000);
+	ASSERT_TRUE(errno == EAGAIN || errno == EWOULDBLOCK)
+		TH_LOG("send %d: %s", i, strerror(errno));
+}
+
+struct sender {
+	int fd, id, count;
+};
+
+static void *sender_thread(void *arg)
+{
+	struct sender *s = arg;
+	uint8_t msg[4 + 8 + 2000];
+	int i;
+
+	for (i = 0; i < s->count; i++) {
+		size_t len = 4 + 8 + (s->id * 131 + i * 17) % 2000;
+		uint32_t seed = s->id << 16 | i;
+
+		memset(msg, 0, 4);
+		memcpy(msg + 4, &seed, 4);
+		memcpy(msg + 8, &len, 4);
+		fill(msg + 12, len - 12, seed);
+		if (send(s->fd, msg, len, 0) != (ssize_t)len)
+			return (void *)1;
+	}
+	return NULL;
+}
+
+TEST_F(ulp, concurrent_senders)
+{
+	enum { THREADS = 4, COUNT = 300 };
+	struct sender s[THREADS];
+	pthread_t th[THREADS];
+	int next[THREADS] = { 0 };
+	uint8_t buf[4096];
+	int i;
+
+	for (i = 0; i < THREADS; i++) {
+		s[i] = (struct sender){ .fd = self->ulp, .id = i, .count = COUNT };
+		ASSERT_EQ(0, pthread_create(&th[i], NULL, sender_thread, &s[i]));
+	}
+	/* Frames never interleave: each one is whole and in per-thread order. */
+	for (i = 0; i < THREADS * COUNT; i++) {
+		uint32_t seed, len;
+		int n = read_frame(self->raw, buf, sizeof(buf));
+
+		ASSERT_LT(12, n);
+		memcpy(&seed, buf + 6, 4);
+		memcpy(&len, buf + 10, 4);
+		ASSERT_EQ(n - 2, len);
+		ASSERT_LT(seed >> 16, THREADS);
+		ASSERT_EQ(next[seed >> 16]++, seed & 0xffff);
+		ASSERT_EQ(0, check_fill(buf + 14, len - 12, seed));
+	}
+	for (i = 0; i < THREADS; i++) {
+		void *ret;
+
+		pthread_join(th[i], &ret);
+		ASSERT_EQ(NULL, ret);
+	}
+}
+
+TEST_F(ulp, receive_flood_bounded)
+{
+	enum { FLOOD = 3000 };
+	uint8_t buf[2 + 4 + 1000], out[2000];
+	int i, got = 0, rcvbuf = 65536;
+
+	ASSERT_EQ(0, setsockopt(self->ulp, SOL_SOCKET, SO_RCVBUF, &rcvbuf,
+				sizeof(rcvbuf)));
+	for (i = 0; i < FLOOD; i++) {
+		uint8_t body[1000];
+
+		fill(body, sizeof(body), i);
+		ASSERT_EQ(0, write_all(self->raw, buf,
+				       frame(buf, 0, body, sizeof(body))));
+	}
+	send_ike(_metadata, self->raw, "end", 3);
+	/* Whatever was kept is whole; the end marker always arrives. */
+	for (;;) {
+		int n;
+
+		ASSERT_TRUE(readable(self->ulp, WAIT_MS));
+		n = recv(self->ulp, out, sizeof(out), 0);
+		if (n == 7 && !memcmp(out + 4, "end", 3))
+			break;
+		ASSERT_EQ(1004, n);
+		got++;
+	}
+	ASSERT_LT(0, got);
+	ASSERT_GT(FLOOD, got) TH_LOG("a 64 KiB receive buffer kept %d", got);
+}
+
+TEST_F(ulp, prequeued_before_attach)
+{
+	int raw, ulp;
+	uint8_t out[32];
+
+	/* The first IKE message sits in the queue when the ULP attaches. */
+	raw = peer_socket(&self->t, SOCK_STREAM);
+	ASSERT_LE(0, raw);
+	ASSERT_EQ(0, connect(raw, (void *)&self->t.srv, self->t.len));
+	ulp = accept(self->lfd, NULL, NULL);
+	ASSERT_LE(0, ulp);
+	ASSERT_EQ(0, write_all(raw, "IKETCP", 6));
+	send_ike(_metadata, raw, "early", 5);
+	ASSERT_EQ(0, read_all(ulp, out, 6));
+	/* Wait until the message bytes are queued, then attach. */
+	for (int i = 0; i < 1000; i++) {
+		int inq = 0;
+
+		ASSERT_EQ(0, ioctl(ulp, FIONREAD, &inq));
+		if (inq == 11)
+			break;
+		ASSERT_TRUE(readable(ulp, WAIT_MS));
+	}
+	ASSERT_EQ(0, attach(ulp));
+	ASSERT_TRUE(readable(ulp, WAIT_MS));
+	ASSERT_EQ(9, recv(ulp, out, sizeof(out), 0));
+	ASSERT_EQ(0, memcmp(out + 4, "early", 5));
+	close(raw);
+	close(ulp);
+}
+
+TEST_F(ulp, attach_refused)
+{
+	int fd, raw, ulp;
+
+	/* Twice on the same socket. */
+	ASSERT_EQ(-1, attach(self->ulp));
+	ASSERT_EQ(EEXIST, errno);
+	/* A socket with the ULP cannot listen. */
+	ASSERT_EQ(-1, listen(self->ulp, 1));
+	/* Listening and unconnected sockets, UDP sockets. */
+	ASSERT_EQ(-1, attach(self->lfd));
+	fd = socket(self->t.family, SOCK_STREAM, 0);
+	ASSERT_EQ(-1, attach(fd));
+	ASSERT_EQ(ENOTCONN, errno);
+	close(fd);
+	fd = socket(self->t.family, SOCK_DGRAM, 0);
+	ASSERT_EQ(-1, attach(fd));
+	close(fd);
+	/* Another ULP first. */
+	ASSERT_EQ(0, connect_pair(&self->t, self->lfd, &raw, &ulp, false));
+	if (!setsockopt(ulp, IPPROTO_TCP, TCP_ULP, "tls", sizeof("tls"))) {
+		ASSERT_EQ(-1, attach(ulp));
+		ASSERT_EQ(EEXIST, errno);
+	}
+	close(raw);
+	close(ulp);
+}
+
+TEST_F(ulp, needs_cap_net_admin)
+{
+	int raw, ulp, status;
+	pid_t pid;
+
+	ASSERT_EQ(0, connect_pair(&self->t, self->lfd, &raw, &ulp, false));
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (!pid) {
+		struct __user_cap_header_struct hdr = {
+			.version = _LINUX_CAPABILITY_VERSION_3,
+		};
+		struct __user_cap_data_struct data[2] = {};
+
+		if (syscall(SYS_capget, &hdr, data))
+			_exit(2);
+		data[0].effective &= ~(1U << CAP_NET_ADMIN);
+		if (syscall(SYS_capset, &hdr, data))
+			_exit(2);
+		_exit(attach(ulp) == -1 && errno == EPERM ? 0 : 1);
+	}
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	ASSERT_TRUE(WIFEXITED(status));
+	ASSERT_EQ(0, WEXITSTATUS(status));
+	close(raw);
+	close(ulp);
+}
+
+struct blocked {
+	int fd;
+	int ret, err;
+};
+
+static void *blocked_recv(void *arg)
+{
+	struct blocked *b = arg;
+	char buf[16];
+
+	b->ret = recv(b->fd, buf, sizeof(buf), 0);
+	b->err = errno;
+	return NULL;
+}
+
+TEST_F(ulp, peer_reset_wakes_reader)
+{
+	struct linger lin = { .l_onoff = 1, .l_linger = 0 };
+	struct blocked b = { .fd = self->ulp };
+	pthread_t th;
+
+	ASSERT_EQ(0, pthread_create(&th, NULL, blocked_recv, &b));
+	/* Half a frame, then RST. */
+	ASSERT_EQ(0, write_all(self->raw, "\0\40\0", 3));
+	ASSERT_EQ(0, setsockopt(self->raw, SOL_SOCKET, SO_LINGER, &lin,
+				sizeof(lin)));
+	close(self->raw);
+	self->raw = -1;
+	pthread_join(th, NULL);
+	ASSERT_TRUE(b.ret == 0 || (b.ret == -1 && b.err == ECONNRESET))
+		TH_LOG("recv %d errno %d", b.ret, b.err);
+}
+
+TEST_F(ulp, close_with_queued_messages)
+{
+	uint8_t msg[4 + 1000] = { 0 };
+	int i;
+
+	for (i = 0; i < 20; i++)
+		send_ike(_metadata, self->raw, "queued", 6);
+	fill_until_eagain(self->ulp, sizeof(msg), 100000);
+	ASSERT_TRUE(readable(self->ulp, WAIT_MS));
+	close(self->ulp);
+	self->ulp = -1;
+	/* The peer sees whole frames, then the end of the stream. */
+	for (;;) {
+		int n = read_frame(self->raw, msg, sizeof(msg));
+
+		if (n < 0)
+			break;
+		ASSERT_EQ(sizeof(msg) - 2 + 2, n);
+	}
+}
+
+TEST_F(ulp, esp_goes_to_xfrm)
+{
+	uint8_t esp[2 + 4 + 28];
+	uint64_t before;
+	uint8_t out[16];
+
+	if (!module_loaded("esp4") || !module_loaded("esp6"))
+		SKIP(return, "no ESP xfrm type loaded");
+	before = read_xfrm_counter("XfrmInNoStates");
+	frame(esp, 0x0badc0de, "0123456789abcdef0123456789ab", 28);
+	ASSERT_EQ(0, write_all(self->raw, esp, sizeof(esp)));
+	send_ike(_metadata, self->raw, "after", 5);
+	ASSERT_TRUE(readable(self->ulp, WAIT_MS));
+	ASSERT_EQ(9, recv(self->ulp, out, sizeof(out), 0));
+	/* Delivered through a softirq queue: poll for the counter. */
+	for (int i = 0; i < 1000 && read_xfrm_counter("XfrmInNoStates") == before; i++)
+		usleep(10000);
+	ASSERT_LT(before, read_xfrm_counter("XfrmInNoStates"));
+}
+
+TEST_F(ulp, diag_shows_ulp_and_counters)
+{
+	char cmd[256], line[512] = "";
+	uint16_t port;
+	FILE *f;
+
+	send_ike(_metadata, self->raw, "count-me", 8);
+	ASSERT_TRUE(readable(self->ulp, WAIT_MS));
+	port = ntohs(self->t.family == AF_INET ?
+		     ((struct sockaddr_in *)&self->t.srv)->sin_port :
+		     ((struct sockaddr_in6 *)&self->t.srv)->sin6_port);
+
+	snprintf(cmd, sizeof(cmd), "ss -tiH state established '( sport = :%u )'",
+		 port);
+	f = popen(cmd, "r");
+	ASSERT_NE(NULL, f);
+	while (fgets(line, sizeof(line), f) && !strstr(line, "tcp-ulp-espintcp"))
+		;
+	pclose(f);
+	ASSERT_NE(NULL, strstr(line, "tcp-ulp-espintcp"));
+
+	snprintf(cmd, sizeof(cmd), "./espintcp_diag %u", port);
+	f = popen(cmd, "r");
+	ASSERT_NE(NULL, f);
+	ASSERT_NE(NULL, fgets(line, sizeof(line), f));
+	pclose(f);
+	ASSERT_NE(NULL, strstr(line, "ike_rx=1 ")) TH_LOG("%s", line);
+	ASSERT_NE(NULL, strstr(line, "ike_rxq=1")) TH_LOG("%s", line);
+}
+
+/* Attach, exchange a message each way, close: many times over. */
+TEST_F(ulp, attach_close_cycles)
+{
+	uint8_t buf[64];
+	int i;
+
+	for (i = 0; i < 1000; i++) {
+		int raw, ulp;
+
+		ASSERT_EQ(0, connect_pair(&self->t, self->lfd, &raw, &ulp, true));
+		send_ike(_metadata, raw, "ping", 4);
+		ASSERT_TRUE(readable(ulp, WAIT_MS));
+		ASSERT_EQ(8, recv(ulp, buf, sizeof(buf), 0));
+		ASSERT_EQ(8, send(ulp, buf, 8, 0));
+		ASSERT_EQ(10, read_frame(raw, buf, sizeof(buf)));
+		/* Alternate who closes first; both end in a full close. */
+		if (i & 1) {
+			close(ulp);
+			close(raw);
+		} else {
+			close(raw);
+			close(ulp);
+		}
+	}
+}
+
+TEST_HARNESS_MAIN

@@ -10,9 +10,15 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/../../.." && pwd)
 cd "$top"
 
+summary() {
+	echo "${1:-0} passed, ${2:-1} failed, ${3:-0} skipped"
+}
+trap 'summary 0 1 0' ERR
+
 scripts/deps.sh
 make -s modules
 make -s selftests
+trap - ERR
 
 out=$(mktemp -d /tmp/espintcp-check.XXXXXX)
 set +e
@@ -21,7 +27,7 @@ tools/testing/vm/run-vm.sh --timeout "${ESPINTCP_VM_TIMEOUT:-3000}" --out "$out"
 rc=$?
 set -e
 
-result=$(grep -ao 'GUEST-RESULT [0-9]* [0-9]* [0-9]*' "$out/console.log" | tail -1)
+result=$(grep -ao 'GUEST-RESULT [0-9]* [0-9]* [0-9]*' "$out/console.log" | tail -1 || true)
 read -r _ passed failed skipped <<<"${result:-GUEST-RESULT 0 0 0}"
 case $rc in
 0|1) ;;
@@ -32,5 +38,5 @@ case $rc in
 esac
 [ -n "$result" ] || [ "$failed" -gt 0 ] || failed=1
 
-echo "$passed passed, $failed failed, $skipped skipped"
+summary "$passed" "$failed" "$skipped"
 [ "$failed" -eq 0 ]

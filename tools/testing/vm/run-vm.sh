@@ -46,7 +46,9 @@ mkdir -p "$share"
 
 initrd=$("$here/mkinitrd.sh" "$kver") || exit 126
 
-# The command, run by the guest from the shared directory.
+# The command, run by the guest in the caller's directory, which is shared
+# on its own (read-only) so that it is visible even under the guest's /tmp.
+echo "$PWD" > "$share/workdir"
 {
 	printf 'cd %q || exit 126\n' "$PWD"
 	printf '%q ' "$@"
@@ -64,6 +66,7 @@ timeout -k 10 "$timeout" qemu-system-x86_64 \
 	-append "console=ttyS0 quiet loglevel=4 panic=-1 oops=panic rdinit=/init" \
 	-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
 	-virtfs local,path="$share",mount_tag=result,security_model=none,multidevs=remap \
+	-virtfs local,path="$PWD",mount_tag=workdir,security_model=none,readonly=on,multidevs=remap \
 	</dev/null 2>&1 | tee "$out/console.log" |
 	sed -u -e '/ESPINTCP-VM /d' -e '/SeaBIOS\|^Booting from\|^iPXE\|^Press Ctrl/d' \
 	       -e 's/\x1b[[0-9;?]*[a-zA-Z]//g; s/\x1bc//g; s/\r$//'

@@ -29,9 +29,14 @@ KSFT_DIR = $(shell scripts/linux-source.sh)/tools/testing/selftests
 clean:
 	$(MAKE) -C $(KDIR) M=$(PWD) clean
 	$(MAKE) -C $(SELFTESTS) KSFT_DIR=$(KSFT_DIR) OUTPUT=$(CURDIR)/$(SELFTESTS) clean
+	$(MAKE) -C $(KDIR) M=$(CURDIR)/$(SELFTESTS)/inject clean
 
-selftests:
+selftests: modules
 	$(MAKE) -C $(SELFTESTS) KSFT_DIR=$(KSFT_DIR) OUTPUT=$(CURDIR)/$(SELFTESTS)
+	# The injector links against espintcp.ko: rebuild it with current CRCs.
+	$(MAKE) -C $(KDIR) M=$(CURDIR)/$(SELFTESTS)/inject clean
+	$(MAKE) -C $(KDIR) M=$(CURDIR)/$(SELFTESTS)/inject \
+		KBUILD_EXTRA_SYMBOLS=$(CURDIR)/Module.symvers modules
 
 check:
 	tools/testing/vm/check.sh

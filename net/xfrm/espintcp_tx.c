@@ -126,7 +126,7 @@ static int espintcp_push(struct espintcp_ctx *ctx)
 		if (!slot->skb) {
 			struct sk_buff *skb;
 
-			if (ctx->ike_waiters && !ctx->tx_last_ike)
+			if (atomic_read(&ctx->ike_waiters) && !ctx->tx_last_ike)
 				return 0;
 			skb = skb_dequeue(&ctx->esp_txq);
 			if (!skb)
@@ -279,7 +279,6 @@ static int espintcp_wait_slot(struct espintcp_ctx *ctx, long *timeo)
 	struct sock *sk = ctx->sk;
 	int err = 0;
 
-	ctx->ike_waiters++;
 	for (;;) {
 		if (sk->sk_err) {
 			err = sock_error(sk) ? : -EPIPE;
@@ -310,7 +309,6 @@ static int espintcp_wait_slot(struct espintcp_ctx *ctx, long *timeo)
 			      &wait);
 		remove_wait_queue(sk_sleep(sk), &wait);
 	}
-	ctx->ike_waiters--;
 	return err;
 }
 
@@ -348,9 +346,15 @@ int espintcp_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
 		goto free;
 	}
 
+	/* Announce ourselves before taking the socket lock: the tx work may
+	 * hold it for as long as the peer keeps reading ESP, and must hand
+	 * the slot over at the next message boundary.
+	 */
+	atomic_inc(&ctx->ike_waiters);
 	lock_sock(sk);
 	timeo = sock_sndtimeo(sk, msg->msg_flags & MSG_DONTWAIT);
 	err = espintcp_wait_slot(ctx, &timeo);
+	atomic_dec(&ctx->ike_waiters);
 	if (err)
 		goto unlock;
 

@@ -845,6 +845,261 @@ TEST_F(ulp, diag_shows_ulp_and_counters)
 	ASSERT_NE(NULL, strstr(line, "ike_rxq=1")) TH_LOG("%s", line);
 }
 
+/*
+ * ESP transmit, driven by the espintcp_inject test module: it finds the
+ * socket by its 4-tuple as an SA would and sends from a softirq hrtimer.
+ */
+#define INJECT_DIR	"/sys/kernel/debug/espintcp_inject/"
+#define INJECT_SPI	0x45535000
+
+struct inject_status {
+	int sent, ok, enobufs, enotconn, other, done;
+};
+
+static int inject_ctl(const char *cmd)
+{
+	int fd = open(INJECT_DIR "ctl", O_WRONLY), ret;
+
+	if (fd < 0)
+		return -1;
+	ret = write(fd, cmd, strlen(cmd)) == (ssize_t)strlen(cmd) ? 0 : -1;
+	close(fd);
+	return ret;
+}
+
+static int inject_status(struct inject_status *st)
+{
+	FILE *f = fopen(INJECT_DIR "status", "r");
+	int n;
+
+	if (!f)
+		return -1;
+	n = fscanf(f, "sent=%d ok=%d enobufs=%d enotconn=%d other=%d done=%d",
+		   &st->sent, &st->ok, &st->enobufs, &st->enotconn,
+		   &st->other, &st->done);
+	fclose(f);
+	return n == 6 ? 0 : -1;
+}
+
+static int inject_loaded(void)
+{
+	if (module_loaded("espintcp_inject"))
+		return 1;
+	return run("insmod inject/espintcp_inject.ko") == 0;
+}
+
+/* Start injecting ESP into the ULP socket's connection. */
+static int inject_start(int ulp, int count, int size)
+{
+	struct sockaddr_storage l, r;
+	socklen_t len = sizeof(l);
+	char ls[INET6_ADDRSTRLEN], rs[INET6_ADDRSTRLEN], cmd[256];
+	int family;
+	uint16_t lp, rp;
+
+	if (getsockname(ulp, (void *)&l, &len))
+		return -1;
+	len = sizeof(r);
+	if (getpeername(ulp, (void *)&r, &len))
+		return -1;
+	family = l.ss_family;
+	if (family == AF_INET) {
+		inet_ntop(family, &((struct sockaddr_in *)&l)->sin_addr, ls, sizeof(ls));
+		inet_ntop(family, &((struct sockaddr_in *)&r)->sin_addr, rs, sizeof(rs));
+		lp = ntohs(((struct sockaddr_in *)&l)->sin_port);
+		rp = ntohs(((struct sockaddr_in *)&r)->sin_port);
+	} else {
+		inet_ntop(family, &((struct sockaddr_in6 *)&l)->sin6_addr, ls, sizeof(ls));
+		inet_ntop(family, &((struct sockaddr_in6 *)&r)->sin6_addr, rs, sizeof(rs));
+		lp = ntohs(((struct sockaddr_in6 *)&l)->sin6_port);
+		rp = ntohs(((struct sockaddr_in6 *)&r)->sin6_port);
+	}
+	snprintf(cmd, sizeof(cmd), "start %d %s %u %s %u %d %d", family, ls,
+		 lp, rs, rp, count, size);
+	return inject_ctl(cmd);
+}
+
+static int wait_inject_done(struct inject_status *st)
+{
+	for (int i = 0; i < WAIT_MS / 10; i++) {
+		if (inject_status(st))
+			return -1;
+		if (st->done)
+			return 0;
+		usleep(10000);
+	}
+	return -1;
+}
+
+/* A frame is ESP from the injector (1), IKE (0), or broken (-1). */
+static int frame_kind(const uint8_t *buf, int len, uint32_t *seq)
+{
+	uint32_t spi;
+
+	if (len < 6)
+		return -1;
+	memcpy(&spi, buf + 2, 4);
+	if (!spi)
+		return 0;
+	if (ntohl(spi) != INJECT_SPI || len < 10)
+		return -1;
+	memcpy(seq, buf + 6, 4);
+	*seq = ntohl(*seq);
+	return 1;
+}
+
+TEST_F(ulp, esp_xmit_from_softirq)
+{
+	struct inject_status st;
+	static uint8_t buf[2048];
+	int got = 0, last = -1;
+
+	ASSERT_TRUE(inject_loaded());
+	ASSERT_EQ(0, inject_start(self->ulp, 2000, 300));
+	ASSERT_EQ(0, wait_inject_done(&st));
+	ASSERT_EQ(2000, st.ok + st.enobufs);
+	ASSERT_EQ(0, st.other + st.enotconn);
+	/* Every accepted packet arrives whole and in order. */
+	while (got < st.ok) {
+		uint32_t seq;
+
+		ASSERT_EQ(300, read_frame(self->raw, buf, sizeof(buf)));
+		ASSERT_EQ(1, frame_kind(buf, 300, &seq));
+		ASSERT_LT(last, (int)seq);
+		last = seq;
+		got++;
+	}
+	ASSERT_EQ(0, inject_ctl("stop"));
+}
+
+static int thread_sleeping(pid_t tid)
+{
+	char path[64], stat[256], *p;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
+	f = fopen(path, "r");
+	if (!f)
+		return 0;
+	p = fgets(stat, sizeof(stat), f);
+	fclose(f);
+	p = p ? strrchr(stat, ')') : NULL;
+	return p && p[2] == 'S';
+}
+
+struct ike_sender {
+	int fd;
+	pid_t tid;
+	int ret;
+};
+
+static void *ike_sender_thread(void *arg)
+{
+	struct ike_sender *s = arg;
+	uint8_t msg[4 + 64] = { 0 };
+
+	s->tid = syscall(SYS_gettid);
+	if (send(s->fd, msg, sizeof(msg), 0) != sizeof(msg))
+		s->ret = -1;
+	return NULL;
+}
+
+static bool all_sleeping(struct ike_sender *snd, int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++)
+		if (!snd[i].tid || !thread_sleeping(snd[i].tid))
+			return false;
+	return true;
+}
+
+TEST_F(ulp, ike_and_esp_take_turns)
+{
+	enum { SENDERS = 6 };
+	struct ike_sender snd[SENDERS];
+	struct inject_status st;
+	static uint8_t buf[4096];
+	pthread_t th[SENDERS];
+	int i, esp = 0, ike = 0, after_last_ike = 0, prev_ike = 0;
+
+	/* The peer does not read: ESP fills TCP and then the ESP queue. */
+	ASSERT_TRUE(inject_loaded());
+	ASSERT_EQ(0, inject_start(self->ulp, 20000, 1000));
+	ASSERT_EQ(0, wait_inject_done(&st));
+	ASSERT_LT(0, st.enobufs) TH_LOG("the ESP queue never filled");
+
+	/* IKE senders, one message each, all waiting for the slot. */
+	for (i = 0; i < SENDERS; i++) {
+		snd[i] = (struct ike_sender){ .fd = self->ulp };
+		ASSERT_EQ(0, pthread_create(&th[i], NULL, ike_sender_thread,
+					    &snd[i]));
+	}
+	for (i = 0; i < WAIT_MS / 10 && !all_sleeping(snd, SENDERS); i++)
+		usleep(10000);
+	ASSERT_TRUE(all_sleeping(snd, SENDERS));
+
+	/* Drain: IKE jumps the ESP queue, ESP goes between IKE messages. */
+	while (ike < SENDERS || esp < st.ok) {
+		int n = read_frame(self->raw, buf, sizeof(buf));
+		uint32_t seq;
+		int kind = frame_kind(buf, n, &seq);
+
+		ASSERT_LE(0, kind) TH_LOG("broken frame after %d ESP, %d IKE",
+					  esp, ike);
+		if (kind == 0) {
+			ASSERT_FALSE(prev_ike && esp < st.ok)
+				TH_LOG("IKE after IKE with ESP waiting");
+			ike++;
+			after_last_ike = 0;
+		} else {
+			esp++;
+			after_last_ike++;
+		}
+		prev_ike = kind == 0;
+	}
+	for (i = 0; i < SENDERS; i++) {
+		pthread_join(th[i], NULL);
+		ASSERT_EQ(0, snd[i].ret);
+	}
+	/* Most of the queued ESP was still waiting when the last IKE left. */
+	ASSERT_LT(64, after_last_ike);
+	ASSERT_EQ(0, inject_ctl("stop"));
+}
+
+TEST_F(ulp, close_races_esp_output)
+{
+	struct inject_status st;
+	static uint8_t buf[2048];
+	int i;
+
+	ASSERT_TRUE(inject_loaded());
+	ASSERT_EQ(0, inject_start(self->ulp, 200000, 500));
+	/* Close while softirq output keeps queueing and the tx work runs. */
+	for (i = 0; i < WAIT_MS / 10; i++) {
+		ASSERT_EQ(0, inject_status(&st));
+		if (st.ok > 100)
+			break;
+		read_frame(self->raw, buf, sizeof(buf));
+	}
+	close(self->ulp);
+	self->ulp = -1;
+	ASSERT_EQ(0, wait_inject_done(&st));
+	ASSERT_LT(0, st.enotconn);
+	ASSERT_EQ(0, st.other);
+	/* The injector still holds the context of the closed socket. */
+	ASSERT_EQ(0, inject_ctl("stop"));
+	/* The stream ends with whole frames. */
+	for (;;) {
+		int n = read_frame(self->raw, buf, sizeof(buf));
+		uint32_t seq;
+
+		if (n < 0)
+			break;
+		ASSERT_EQ(1, frame_kind(buf, n, &seq));
+	}
+}
+
 /* Attach, exchange a message each way, close: many times over. */
 TEST_F(ulp, attach_close_cycles)
 {

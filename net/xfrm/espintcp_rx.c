@@ -109,7 +109,8 @@ static bool espintcp_sk_is_v6(const struct sock *sk)
 /* Build the private skb that include/net/espintcp.h promises the ESP types:
  * [IP header][struct espintcp_encaphdr][ESP], copied out of the stream so
  * that decryption in place can never touch pages shared with the page cache
- * or another skb, with headers describing the connection.
+ * or another skb, with headers describing the connection. Called under
+ * rcu_read_lock(): the skb may hold a noref dst until XFRM takes it over.
  */
 static struct sk_buff *espintcp_build_esp(struct espintcp_ctx *ctx,
 					  struct sk_buff *skb,
@@ -122,6 +123,7 @@ static struct sk_buff *espintcp_build_esp(struct espintcp_ctx *ctx,
 	struct sock *sk = ctx->sk;
 	struct net *net = sock_net(sk);
 	struct espintcp_encaphdr *eh;
+	struct dst_entry *rx_dst;
 	struct net_device *dev;
 	struct sk_buff *nskb;
 
@@ -141,13 +143,23 @@ static struct sk_buff *espintcp_build_esp(struct espintcp_ctx *ctx,
 	eh->reserved = 0;
 
 	/* The segment's ingress device, for routing and policy. */
-	rcu_read_lock();
 	dev = dev_get_by_index_rcu(net, skb->skb_iif);
 	if (!dev)
 		dev = net->loopback_dev;
 	nskb->dev = dev;
 	nskb->skb_iif = dev->ifindex;
-	rcu_read_unlock();
+
+	/* The connection's own input route, as TCP's early demux uses it:
+	 * without one XFRM looks a route up, and input routing refuses
+	 * loopback addresses.
+	 */
+	rx_dst = rcu_dereference(sk->sk_rx_dst);
+	if (rx_dst && READ_ONCE(sk->sk_rx_dst_ifindex) == dev->ifindex)
+		rx_dst = dst_check(rx_dst, READ_ONCE(sk->sk_rx_dst_cookie));
+	else
+		rx_dst = NULL;
+	if (rx_dst)
+		skb_dst_set_noref(nskb, rx_dst);
 	nskb->mark = skb->mark;
 	nskb->pkt_type = PACKET_HOST;
 	nskb->ip_summed = CHECKSUM_NONE;

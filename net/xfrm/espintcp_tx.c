@@ -361,17 +361,25 @@ int espintcp_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
 	ctx->tx.offset = 0;
 	ctx->tx.ike = true;
 	WRITE_ONCE(ctx->tx.skb, skb);
-	skb = NULL;
 	err = espintcp_push(ctx);
 	if (err && err != -EAGAIN) {
-		/* Nothing of it reached TCP: report instead of losing it. */
-		if (ctx->tx.skb && ctx->tx.ike && !ctx->tx.offset) {
-			skb = ctx->tx.skb;
+		/* The connection failed: under our message (report it, and
+		 * keep it out of the purge if none of it reached TCP), or
+		 * under a later ESP packet once ours was written whole. We
+		 * hold the lock: an IKE message in the slot can only be ours.
+		 */
+		if (!ctx->tx.skb || !ctx->tx.ike) {
+			err = size;
+		} else if (!ctx->tx.offset) {
 			WRITE_ONCE(ctx->tx.skb, NULL);
+			goto purge;
 		}
+		skb = NULL;
+purge:
 		espintcp_tx_purge(ctx);
 	} else {
 		err = size;
+		skb = NULL;
 	}
 unlock:
 	/* ESP may have been held back for us: let it go. */

@@ -821,21 +821,29 @@ static uint64_t wait_counter_above(const char *name, uint64_t before)
 	return v;
 }
 
-static void sock_addrs(int fd, int family, char *local, char *peer)
+/* A connected socket's addresses as text, and its ports. */
+static void sock_addrs(int fd, char *local, uint16_t *lport, char *peer,
+		       uint16_t *pport)
 {
 	struct sockaddr_storage a;
-	socklen_t len = sizeof(a);
-	const void *p;
+	socklen_t len;
+	int i;
 
-	getsockname(fd, (void *)&a, &len);
-	p = family == AF_INET ? (void *)&((struct sockaddr_in *)&a)->sin_addr :
-				(void *)&((struct sockaddr_in6 *)&a)->sin6_addr;
-	inet_ntop(family, p, local, INET6_ADDRSTRLEN);
-	len = sizeof(a);
-	getpeername(fd, (void *)&a, &len);
-	p = family == AF_INET ? (void *)&((struct sockaddr_in *)&a)->sin_addr :
-				(void *)&((struct sockaddr_in6 *)&a)->sin6_addr;
-	inet_ntop(family, p, peer, INET6_ADDRSTRLEN);
+	for (i = 0; i < 2; i++) {
+		struct sockaddr_in6 *a6 = (void *)&a;
+		struct sockaddr_in *a4 = (void *)&a;
+
+		len = sizeof(a);
+		if (i ? getpeername(fd, (void *)&a, &len) :
+			getsockname(fd, (void *)&a, &len))
+			memset(&a, 0, sizeof(a));
+		inet_ntop(a.ss_family,
+			  a.ss_family == AF_INET6 ? (void *)&a6->sin6_addr :
+						    (void *)&a4->sin_addr,
+			  i ? peer : local, INET6_ADDRSTRLEN);
+		*(i ? pport : lport) = ntohs(a.ss_family == AF_INET6 ?
+					     a6->sin6_port : a4->sin_port);
+	}
 }
 
 static const char sa_plain_esp[] =
@@ -846,6 +854,7 @@ TEST_F(ulp, esp_goes_to_xfrm)
 	const char *esp = self->t.family == AF_INET ? "esp4" : "esp6";
 	char local[INET6_ADDRSTRLEN], peer[INET6_ADDRSTRLEN], cmd[512];
 	uint8_t frm[2 + 4 + 28], out[16];
+	uint16_t lport, pport;
 	uint64_t before;
 
 	/*
@@ -872,7 +881,7 @@ TEST_F(ulp, esp_goes_to_xfrm)
 	 * encapsulation: XFRM finds it by SPI and destination address and
 	 * refuses it for the encapsulation type the stream delivers.
 	 */
-	sock_addrs(self->ulp, self->t.family, local, peer);
+	sock_addrs(self->ulp, local, &lport, peer, &pport);
 	snprintf(cmd, sizeof(cmd),
 		 "ip xfrm state add src %s dst %s proto esp spi 0x0badc0de %s",
 		 peer, local, sa_plain_esp);
@@ -971,31 +980,16 @@ static int inject_loaded(void)
 /* Start injecting ESP into the ULP socket's connection. */
 static int inject_start(int ulp, int count, int size)
 {
-	struct sockaddr_storage l, r;
-	socklen_t len = sizeof(l);
 	char ls[INET6_ADDRSTRLEN], rs[INET6_ADDRSTRLEN], cmd[256];
-	int family;
+	struct sockaddr_storage a;
+	socklen_t len = sizeof(a);
 	uint16_t lp, rp;
 
-	if (getsockname(ulp, (void *)&l, &len))
+	if (getsockname(ulp, (void *)&a, &len))
 		return -1;
-	len = sizeof(r);
-	if (getpeername(ulp, (void *)&r, &len))
-		return -1;
-	family = l.ss_family;
-	if (family == AF_INET) {
-		inet_ntop(family, &((struct sockaddr_in *)&l)->sin_addr, ls, sizeof(ls));
-		inet_ntop(family, &((struct sockaddr_in *)&r)->sin_addr, rs, sizeof(rs));
-		lp = ntohs(((struct sockaddr_in *)&l)->sin_port);
-		rp = ntohs(((struct sockaddr_in *)&r)->sin_port);
-	} else {
-		inet_ntop(family, &((struct sockaddr_in6 *)&l)->sin6_addr, ls, sizeof(ls));
-		inet_ntop(family, &((struct sockaddr_in6 *)&r)->sin6_addr, rs, sizeof(rs));
-		lp = ntohs(((struct sockaddr_in6 *)&l)->sin6_port);
-		rp = ntohs(((struct sockaddr_in6 *)&r)->sin6_port);
-	}
-	snprintf(cmd, sizeof(cmd), "start %d %s %u %s %u %d %d", family, ls,
-		 lp, rs, rp, count, size);
+	sock_addrs(ulp, ls, &lp, rs, &rp);
+	snprintf(cmd, sizeof(cmd), "start %d %s %u %s %u %d %d", a.ss_family,
+		 ls, lp, rs, rp, count, size);
 	return inject_ctl(cmd);
 }
 

@@ -26,6 +26,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -637,6 +638,33 @@ TEST_F(ulp, concurrent_senders)
 	}
 }
 
+/* One counter of the socket's espintcp_diag line, or -1. */
+static long long diag_counter(int fd, const char *name)
+{
+	struct sockaddr_storage a;
+	socklen_t len = sizeof(a);
+	char cmd[64], line[1024], *p;
+	long long v = -1;
+	FILE *f;
+
+	if (getsockname(fd, (void *)&a, &len))
+		return -1;
+	snprintf(cmd, sizeof(cmd), "./espintcp_diag %u",
+		 ntohs(a.ss_family == AF_INET6 ?
+		       ((struct sockaddr_in6 *)&a)->sin6_port :
+		       ((struct sockaddr_in *)&a)->sin_port));
+	f = popen(cmd, "r");
+	if (!f)
+		return -1;
+	if (fgets(line, sizeof(line), f)) {
+		p = strstr(line, name);
+		if (p && p[strlen(name)] == '=')
+			v = atoll(p + strlen(name) + 1);
+	}
+	pclose(f);
+	return v;
+}
+
 TEST_F(ulp, receive_flood_bounded)
 {
 	enum { FLOOD = 3000 };
@@ -666,6 +694,8 @@ TEST_F(ulp, receive_flood_bounded)
 	}
 	ASSERT_LT(0, got);
 	ASSERT_GT(FLOOD, got) TH_LOG("a 64 KiB receive buffer kept %d", got);
+	/* The drops are counted on the socket. */
+	ASSERT_EQ(FLOOD - got, diag_counter(self->ulp, "ike_rx_drops"));
 }
 
 TEST_F(ulp, prequeued_before_attach)
@@ -786,6 +816,33 @@ TEST_F(ulp, peer_reset_wakes_reader)
 	pthread_join(th, NULL);
 	ASSERT_TRUE(b.ret == 0 || (b.ret == -1 && b.err == ECONNRESET))
 		TH_LOG("recv %d errno %d", b.ret, b.err);
+}
+
+static void on_alarm(int sig)
+{
+}
+
+/* A signal interrupts blocking recv and send with EINTR (no SA_RESTART). */
+TEST_F(ulp, signal_interrupts_blocking_calls)
+{
+	struct sigaction sa = { .sa_handler = on_alarm };
+	struct itimerval it = { .it_value.tv_usec = 200000 };
+	static uint8_t msg[10000];
+	uint8_t out[16];
+	int i;
+
+	ASSERT_EQ(0, sigaction(SIGALRM, &sa, NULL));
+	ASSERT_EQ(0, setitimer(ITIMER_REAL, &it, NULL));
+	ASSERT_EQ(-1, recv(self->ulp, out, sizeof(out), 0));
+	ASSERT_EQ(EINTR, errno);
+
+	/* The peer does not read: blocking sends end up waiting. */
+	ASSERT_EQ(0, setitimer(ITIMER_REAL, &it, NULL));
+	for (i = 0; i < 100000; i++)
+		if (send(self->ulp, msg, sizeof(msg), 0) != sizeof(msg))
+			break;
+	ASSERT_LT(i, 100000);
+	ASSERT_EQ(EINTR, errno);
 }
 
 TEST_F(ulp, close_with_queued_messages)

@@ -5,9 +5,10 @@
  * Locking, in the order they nest:
  *  - the socket lock (lock_sock()) serialises the transmit slot, the strparser
  *    and user calls (sendmsg, recvmsg);
- *  - ctx->lock (BH-safe spinlock) guards ESPINTCP_CLOSING against queueing
- *    ESP or arming the tx work, so that close() can stop both for good;
- *  - the queues' own spinlocks.
+ *  - the ESP queue's lock (ctx->esp_txq.lock, BH-safe) also guards
+ *    ESPINTCP_CLOSING against queueing ESP or arming the tx work, so that
+ *    close() can stop both for good with one lock per transmitted packet;
+ *  - the IKE receive queue's lock.
  *
  * Lifetime: the socket holds one reference on the context from init() to the
  * ULP release() at socket destruction; every ESP type cache holds one more.
@@ -61,7 +62,6 @@ struct espintcp_ctx {
 	struct sock		*sk;
 	refcount_t		refcnt;
 	unsigned long		flags;
-	spinlock_t		lock;		/* ESPINTCP_CLOSING vs. tx queueing */
 
 	/* receive */
 	struct strparser	strp;
@@ -108,7 +108,7 @@ static inline bool espintcp_closing(const struct espintcp_ctx *ctx)
 /* espintcp_rx.c */
 int espintcp_rx_init(struct espintcp_ctx *ctx);
 void espintcp_rx_stop(struct espintcp_ctx *ctx);
-void espintcp_data_ready(struct sock *sk);
+void espintcp_sk_data_ready(struct sock *sk);
 int espintcp_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
 		     int flags, int *addr_len);
 __poll_t espintcp_poll(struct file *file, struct socket *sock,

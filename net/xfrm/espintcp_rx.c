@@ -273,12 +273,12 @@ static void espintcp_abort_parser(struct strparser *strp, int err)
 	WRITE_ONCE(ctx->rx_err, err < 0 ? -err : EPROTO);
 
 	/* Resetting the connection needs process context. */
-	spin_lock_bh(&ctx->lock);
+	spin_lock_bh(&ctx->esp_txq.lock);
 	if (!espintcp_closing(ctx)) {
 		set_bit(ESPINTCP_ABORT, &ctx->flags);
 		espintcp_tx_kick(ctx);
 	}
-	spin_unlock_bh(&ctx->lock);
+	spin_unlock_bh(&ctx->esp_txq.lock);
 	espintcp_wake_readers(ctx);
 }
 
@@ -329,7 +329,7 @@ void espintcp_rx_wait_idle(void)
 	synchronize_rcu();
 }
 
-void espintcp_data_ready(struct sock *sk)
+void espintcp_sk_data_ready(struct sock *sk)
 {
 	struct espintcp_ctx *ctx;
 

@@ -14,10 +14,10 @@
 
 #include "espintcp.h"
 
-/* Any context: arm the tx work unless close() has begun. ctx->lock held. */
+/* Any context: arm the tx work unless close() has begun. Queue lock held. */
 void espintcp_tx_kick(struct espintcp_ctx *ctx)
 {
-	lockdep_assert_held(&ctx->lock);
+	lockdep_assert_held(&ctx->esp_txq.lock);
 	if (!espintcp_closing(ctx))
 		schedule_work(&ctx->tx_work);
 }
@@ -162,9 +162,9 @@ static void espintcp_tx_purge(struct espintcp_ctx *ctx)
 		XFRM_INC_STATS(net, LINUX_MIB_XFRMOUTERROR);
 		n++;
 	}
-	spin_lock_bh(&ctx->lock);
+	spin_lock_bh(&ctx->esp_txq.lock);
 	WRITE_ONCE(ctx->stats.esp_tx_drops, ctx->stats.esp_tx_drops + n);
-	spin_unlock_bh(&ctx->lock);
+	spin_unlock_bh(&ctx->esp_txq.lock);
 	espintcp_wake_writers(ctx->sk);
 }
 
@@ -218,9 +218,9 @@ void espintcp_write_space(struct sock *sk)
 	ctx = rcu_dereference(inet_csk(sk)->icsk_ulp_data);
 	if (ctx && (READ_ONCE(ctx->tx.skb) ||
 		    !skb_queue_empty_lockless(&ctx->esp_txq))) {
-		spin_lock_bh(&ctx->lock);
+		spin_lock_bh(&ctx->esp_txq.lock);
 		espintcp_tx_kick(ctx);
-		spin_unlock_bh(&ctx->lock);
+		spin_unlock_bh(&ctx->esp_txq.lock);
 	}
 	if (ctx)
 		ctx->saved_write_space(sk);
@@ -250,24 +250,24 @@ int espintcp_xmit(struct espintcp_ctx *ctx, struct sk_buff *skb)
 	skb_dst_drop(skb);
 	skb_orphan(skb);
 
-	spin_lock_bh(&ctx->lock);
+	spin_lock_bh(&ctx->esp_txq.lock);
 	if (espintcp_closing(ctx)) {
 		err = -ENOTCONN;
 	} else if (skb_queue_len(&ctx->esp_txq) >= ESPINTCP_ESP_TXQ_MAX) {
 		err = -ENOBUFS;
 	} else {
-		skb_queue_tail(&ctx->esp_txq, skb);
+		__skb_queue_tail(&ctx->esp_txq, skb);
 		espintcp_tx_kick(ctx);
 		err = 0;
 	}
-	spin_unlock_bh(&ctx->lock);
+	spin_unlock_bh(&ctx->esp_txq.lock);
 	if (!err)
 		return 0;
 drop:
 	kfree_skb(skb);
-	spin_lock_bh(&ctx->lock);
+	spin_lock_bh(&ctx->esp_txq.lock);
 	ESPINTCP_INC(ctx, esp_tx_drops);
-	spin_unlock_bh(&ctx->lock);
+	spin_unlock_bh(&ctx->esp_txq.lock);
 	return err;
 }
 EXPORT_SYMBOL_GPL(espintcp_xmit);
@@ -384,9 +384,9 @@ purge:
 unlock:
 	/* ESP may have been held back for us: let it go. */
 	if (!ctx->tx.skb && !skb_queue_empty(&ctx->esp_txq)) {
-		spin_lock_bh(&ctx->lock);
+		spin_lock_bh(&ctx->esp_txq.lock);
 		espintcp_tx_kick(ctx);
-		spin_unlock_bh(&ctx->lock);
+		spin_unlock_bh(&ctx->esp_txq.lock);
 	}
 	release_sock(sk);
 	if (err == -EPIPE && !(msg->msg_flags & MSG_NOSIGNAL))

@@ -191,7 +191,6 @@ static int espintcp_init(struct sock *sk)
 
 	ctx->sk = sk;
 	refcount_set(&ctx->refcnt, 1);
-	spin_lock_init(&ctx->lock);
 	espintcp_tx_init(ctx);
 	err = espintcp_rx_init(ctx);
 	if (err) {
@@ -205,7 +204,7 @@ static int espintcp_init(struct sock *sk)
 	ctx->saved_prot = sk->sk_prot;
 	ctx->saved_ops = sk->sk_socket->ops;
 	rcu_assign_pointer(inet_csk(sk)->icsk_ulp_data, ctx);
-	sk->sk_data_ready = espintcp_data_ready;
+	sk->sk_data_ready = espintcp_sk_data_ready;
 	sk->sk_write_space = espintcp_write_space;
 	WRITE_ONCE(sk->sk_prot, &espintcp_prot[fam]);
 	WRITE_ONCE(sk->sk_socket->ops, ops);
@@ -230,9 +229,9 @@ static void espintcp_close(struct sock *sk, long timeout)
 
 	lock_sock(sk);
 	/* After this nothing queues ESP or arms the tx work. */
-	spin_lock_bh(&ctx->lock);
+	spin_lock_bh(&ctx->esp_txq.lock);
 	set_bit(ESPINTCP_CLOSING, &ctx->flags);
-	spin_unlock_bh(&ctx->lock);
+	spin_unlock_bh(&ctx->esp_txq.lock);
 
 	write_lock_bh(&sk->sk_callback_lock);
 	sk->sk_data_ready = ctx->saved_data_ready;

@@ -8,6 +8,7 @@
  *
  * debugfs espintcp_inject/ctl takes
  *   "start FAMILY LOCAL LPORT REMOTE RPORT COUNT SIZE"  or  "stop"
+ * (COUNT 0: until stopped)
  * and espintcp_inject/status reads "sent=N ok=N enobufs=N enotconn=N
  * other=N done=0|1".
  */
@@ -71,12 +72,12 @@ static enum hrtimer_restart inj_tick(struct hrtimer *timer)
 	for (i = 0; i < INJECT_BATCH; i++) {
 		u32 seq = atomic_read(&inj.sent);
 
-		if (seq >= inj.count)
+		if (inj.count && seq >= inj.count)
 			break;
 		inj_xmit_one(seq);
 		atomic_inc(&inj.sent);
 	}
-	if (atomic_read(&inj.sent) >= inj.count) {
+	if (inj.count && atomic_read(&inj.sent) >= inj.count) {
 		WRITE_ONCE(inj.done, true);
 		return HRTIMER_NORESTART;
 	}

@@ -10,3 +10,6 @@ compat_has = $(shell grep -qsE '$(2)' $(call compat_hdr,$(1)) && echo -D$(3))
 
 # 6.1+: TCP hash tables may be per network namespace.
 ESPINTCP_COMPAT_FLAGS += $(call compat_has,net/netns/ipv4.h,struct inet_hashinfo[[:space:]]*\*hashinfo,ESPINTCP_HAVE_NETNS_EHASH)
+# 6.3+: crypto completion callbacks get the request's data pointer.
+compat_crypto_cb_re := typedef void [(][*]crypto_completion_t[)][(]void [*]
+ESPINTCP_COMPAT_FLAGS += $(call compat_has,linux/crypto.h,$(compat_crypto_cb_re),ESPINTCP_HAVE_CRYPTO_CB_DATA)

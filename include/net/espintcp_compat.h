@@ -7,6 +7,7 @@
 #ifndef _NET_ESPINTCP_COMPAT_H
 #define _NET_ESPINTCP_COMPAT_H
 
+#include <linux/crypto.h>
 #include <net/net_namespace.h>
 #include <net/tcp.h>
 
@@ -18,5 +19,26 @@ static inline struct inet_hashinfo *espintcp_tcp_hashinfo(struct net *net)
 	return &tcp_hashinfo;
 #endif
 }
+
+/*
+ * Crypto completion callbacks: 6.3 passes the request's data pointer, older
+ * kernels the request. Declare callbacks with espintcp_crypto_cb_arg_t and
+ * get the data with espintcp_crypto_cb_data().
+ */
+#ifdef ESPINTCP_HAVE_CRYPTO_CB_DATA
+typedef void *espintcp_crypto_cb_arg_t;
+
+static inline void *espintcp_crypto_cb_data(void *data)
+{
+	return data;
+}
+#else
+typedef struct crypto_async_request *espintcp_crypto_cb_arg_t;
+
+static inline void *espintcp_crypto_cb_data(struct crypto_async_request *req)
+{
+	return req->data;
+}
+#endif
 
 #endif /* _NET_ESPINTCP_COMPAT_H */

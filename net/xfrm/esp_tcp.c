@@ -1,0 +1,143 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * ESP over TCP (RFC 9329): send an SA's packets through the espintcp socket
+ * whose connection has the SA's addresses and encapsulation ports.
+ *
+ * Each TCP-encapsulated SA caches the socket's espintcp context. The cache is
+ * checked, not trusted: a context whose socket has been closed is dropped and
+ * looked up again, and so is one found for ports the SA no longer has (the
+ * key manager moved the SA to a new connection). A context reference pins
+ * neither the socket nor its network namespace, so an SA outliving its
+ * connection, or a namespace being deleted, leaks nothing.
+ *
+ * The cache hangs off the SA's encapsulation template, which init_state()
+ * re-allocates with room for a pointer to it; the core copies and frees
+ * x->encap as a plain struct xfrm_encap_tmpl, which stays at offset 0. The
+ * core frees x->encap before calling the type's destructor, so the caches are
+ * also kept in a table keyed by SA, used only at set-up and destruction.
+ */
+
+#include <linux/hashtable.h>
+#include <linux/slab.h>
+#include <linux/spinlock.h>
+#include <net/espintcp.h>
+#include <net/xfrm.h>
+
+#include "esp_core.h"
+
+struct esp_tcp_cache {
+	struct hlist_node node;		/* in esp_tcp_caches */
+	const struct xfrm_state *x;
+	spinlock_t lock;		/* protects the fields below */
+	struct espintcp_ctx *ctx;	/* referenced, or NULL */
+	__be16 sport;			/* the SA's ports ctx was found for */
+	__be16 dport;
+};
+
+struct esp_tcp_encap {
+	struct xfrm_encap_tmpl tmpl;	/* x->encap points here */
+	struct esp_tcp_cache *cache;
+};
+
+static DEFINE_HASHTABLE(esp_tcp_caches, 6);
+static DEFINE_SPINLOCK(esp_tcp_caches_lock);
+
+int esp_tcp_init_state(struct xfrm_state *x)
+{
+	struct esp_tcp_encap *e;
+	struct esp_tcp_cache *c;
+
+	e = kzalloc(sizeof(*e), GFP_KERNEL);
+	c = kzalloc(sizeof(*c), GFP_KERNEL);
+	if (!e || !c) {
+		kfree(e);
+		kfree(c);
+		return -ENOMEM;
+	}
+	spin_lock_init(&c->lock);
+	c->x = x;
+	e->tmpl = *x->encap;
+	e->cache = c;
+
+	/* x is not visible to anyone else yet. */
+	kfree(x->encap);
+	x->encap = &e->tmpl;
+
+	spin_lock_bh(&esp_tcp_caches_lock);
+	hash_add(esp_tcp_caches, &c->node, (unsigned long)x);
+	spin_unlock_bh(&esp_tcp_caches_lock);
+	return 0;
+}
+
+void esp_tcp_destroy_state(struct xfrm_state *x)
+{
+	struct esp_tcp_cache *c;
+
+	spin_lock_bh(&esp_tcp_caches_lock);
+	hash_for_each_possible(esp_tcp_caches, c, node, (unsigned long)x) {
+		if (c->x == x) {
+			hash_del(&c->node);
+			break;
+		}
+	}
+	spin_unlock_bh(&esp_tcp_caches_lock);
+	if (!c)
+		return;
+	if (c->ctx)
+		espintcp_ctx_put(c->ctx);
+	kfree(c);
+}
+
+/*
+ * Consumes @skb, which holds the encrypted packet with skb->data at the outer
+ * network header. Failures count as XfrmOutError.
+ */
+void esp_tcp_output(struct xfrm_state *x, struct sk_buff *skb)
+{
+	struct esp_tcp_cache *c;
+	struct espintcp_ctx *ctx;
+	__be16 sport, dport;
+	int err = -ENOTCONN;
+	__be16 *len;
+
+	/* The frame: Length, then the ESP packet; no IP header. */
+	__skb_pull(skb, skb_transport_offset(skb));
+	if (skb->len > ESPINTCP_MAX_PAYLOAD) {
+		err = -EMSGSIZE;
+		goto drop;
+	}
+	len = skb_push(skb, ESPINTCP_LEN_SIZE);
+	*len = htons(skb->len);
+
+	spin_lock_bh(&x->lock);
+	c = container_of(x->encap, struct esp_tcp_encap, tmpl)->cache;
+	sport = x->encap->encap_sport;
+	dport = x->encap->encap_dport;
+	spin_unlock_bh(&x->lock);
+
+	spin_lock_bh(&c->lock);
+	ctx = c->ctx;
+	if (ctx && (!espintcp_ctx_alive(ctx) || c->sport != sport ||
+		    c->dport != dport)) {
+		espintcp_ctx_put(ctx);
+		ctx = NULL;
+	}
+	if (!ctx) {
+		ctx = espintcp_ctx_lookup(xs_net(x), x);
+		c->sport = sport;
+		c->dport = dport;
+	}
+	c->ctx = ctx;
+	if (ctx)
+		err = espintcp_xmit(ctx, skb);
+	spin_unlock_bh(&c->lock);
+	if (!ctx)
+		goto drop;
+	if (err)
+		XFRM_INC_STATS(xs_net(x), LINUX_MIB_XFRMOUTERROR);
+	return;
+
+drop:
+	XFRM_INC_STATS(xs_net(x), LINUX_MIB_XFRMOUTERROR);
+	kfree_skb(skb);
+}

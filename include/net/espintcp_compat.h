@@ -22,18 +22,18 @@ static inline struct inet_hashinfo *espintcp_tcp_hashinfo(struct net *net)
 
 /*
  * Crypto completion callbacks: 6.3 passes the request's data pointer, older
- * kernels the request. Declare callbacks with espintcp_crypto_cb_arg_t and
+ * kernels the request. Declare callbacks with ESPINTCP_CRYPTO_CB_ARG and
  * get the data with espintcp_crypto_cb_data().
  */
 #ifdef ESPINTCP_HAVE_CRYPTO_CB_DATA
-typedef void *espintcp_crypto_cb_arg_t;
+#define ESPINTCP_CRYPTO_CB_ARG void *
 
 static inline void *espintcp_crypto_cb_data(void *data)
 {
 	return data;
 }
 #else
-typedef struct crypto_async_request *espintcp_crypto_cb_arg_t;
+#define ESPINTCP_CRYPTO_CB_ARG struct crypto_async_request *
 
 static inline void *espintcp_crypto_cb_data(struct crypto_async_request *req)
 {

@@ -16,8 +16,7 @@
 #include <linux/skbuff.h>
 #include <net/xfrm.h>
 
-/*
- * esp_core_init_state - set up an ESP SA
+/* esp_core_init_state - set up an ESP SA
  * @x: the SA; x->data becomes its crypto_aead (the XFRM core relies on that
  *     in xfrm_state_mtu())
  * @mode_hdrlen: bytes the family's outer mode adds in front of the ESP header
@@ -32,8 +31,7 @@ void esp_core_destroy_state(struct xfrm_state *x);
 int esp_core_output(struct xfrm_state *x, struct sk_buff *skb);
 int esp_core_input(struct xfrm_state *x, struct sk_buff *skb);
 
-/*
- * esp_core_may_register - may an ESP type be registered for @family?
+/* esp_core_may_register - may an ESP type be registered for @family?
  *
  * -EBUSY (and a kernel message naming @modname) when another ESP type, such
  * as the distribution's esp4/esp6, is registered already.

@@ -100,8 +100,7 @@ static int __init esp4_init(void)
 {
 	int err;
 
-	/*
-	 * Refuse to sit next to another ESP type: xfrm_register_type()
+	/* Refuse to sit next to another ESP type: xfrm_register_type()
 	 * would warn and take over its place. The protocol handler goes
 	 * first, it fails cleanly (-EEXIST) if the slot is taken.
 	 */

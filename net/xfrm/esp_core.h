@@ -8,8 +8,7 @@
 #include <net/espintcp_esp.h>
 #include <net/xfrm.h>
 
-/*
- * skb->cb while a crypto request is in flight: XFRM's own block first (the
+/* skb->cb while a crypto request is in flight: XFRM's own block first (the
  * core reads the sequence numbers from it on resumption), then ours.
  */
 struct esp_core_cb {
@@ -38,8 +37,7 @@ int esp_req_sg(struct esp_req *r, struct xfrm_state *x, struct sk_buff *skb,
 	       __be32 spi, __be32 seq_lo, __be32 seq_hi, int nsg, int offset,
 	       int len);
 
-/*
- * Bytes between the outer IP header and the ESP header for an encapsulation,
+/* Bytes between the outer IP header and the ESP header for an encapsulation,
  * in sent (@rx false) or received packets.
  */
 unsigned int esp_encap_hdrlen(const struct xfrm_encap_tmpl *encap, bool rx);

@@ -31,8 +31,7 @@ static void esp_outer_saddr(const struct sk_buff *skb, unsigned short family,
 		addr->in6 = ipv6_hdr(skb)->saddr;
 }
 
-/*
- * RFC 3948 / RFC 9329: the peer's address or port changed (NAT rebinding,
+/* RFC 3948 / RFC 9329: the peer's address or port changed (NAT rebinding,
  * or a new TCP connection). Tell the key manager, once the packet has
  * proven authentic.
  */
@@ -52,8 +51,7 @@ static void esp_input_encap(struct xfrm_state *x, struct sk_buff *skb,
 	if (moved)
 		km_new_mapping(x, &saddr, ports[0]);
 
-	/*
-	 * RFC 3948 3.1.2: the inner checksums of a NATed transport-mode
+	/* RFC 3948 3.1.2: the inner checksums of a NATed transport-mode
 	 * packet cover addresses we never saw; ESP's ICV protects it.
 	 */
 	if (x->props.mode == XFRM_MODE_TRANSPORT)
@@ -101,7 +99,7 @@ static int esp_input_finish(struct xfrm_state *x, struct sk_buff *skb, int err)
 	return tail[1];
 }
 
-static void esp_input_done(espintcp_crypto_cb_arg_t arg, int err)
+static void esp_input_done(ESPINTCP_CRYPTO_CB_ARG arg, int err)
 {
 	struct sk_buff *skb = espintcp_crypto_cb_data(arg);
 	struct xfrm_state *x = xfrm_input_state(skb);

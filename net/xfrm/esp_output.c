@@ -61,8 +61,7 @@ static void esp_udp6_csum(struct sk_buff *skb)
 		uh->check = CSUM_MANGLED_0;
 }
 
-/*
- * The packet is encrypted. Returns what xfrm_type->output returns: 0 to let
+/* The packet is encrypted. Returns what xfrm_type->output returns: 0 to let
  * XFRM send it, -EINPROGRESS when it left through a TCP socket.
  */
 static int esp_output_finish(struct xfrm_state *x, struct sk_buff *skb,
@@ -82,7 +81,7 @@ static int esp_output_finish(struct xfrm_state *x, struct sk_buff *skb,
 	}
 }
 
-static void esp_output_done(espintcp_crypto_cb_arg_t arg, int err)
+static void esp_output_done(ESPINTCP_CRYPTO_CB_ARG arg, int err)
 {
 	struct sk_buff *skb = espintcp_crypto_cb_data(arg);
 	struct xfrm_state *x = skb_dst(skb)->xfrm;
@@ -131,6 +130,9 @@ int esp_core_output(struct xfrm_state *x, struct sk_buff *skb)
 	u64 seqno;
 	u8 proto;
 
+	BUILD_BUG_ON(sizeof(struct esp_core_cb) >
+		     sizeof_field(struct sk_buff, cb));
+
 	spin_lock_bh(&x->lock);
 	if (x->encap) {
 		encap_type = x->encap->encap_type;
@@ -145,8 +147,7 @@ int esp_core_output(struct xfrm_state *x, struct sk_buff *skb)
 	padlen = clen - skb->len - tfclen - 2;
 	tailen = tfclen + padlen + 2 + alen;
 
-	/*
-	 * Private, writable data with room for the trailer: pages we were
+	/* Private, writable data with room for the trailer: pages we were
 	 * handed (sendfile, splice) are copied, never encrypted in place.
 	 */
 	nfrags = skb_cow_data(skb, tailen, &trailer);

@@ -33,8 +33,7 @@ unsigned int esp_encap_hdrlen(const struct xfrm_encap_tmpl *encap, bool rx)
 		/* RFC 3948's predecessor: 8 zero bytes after the header. */
 		return sizeof(struct udphdr) + 2 * sizeof(__be32);
 	case TCP_ENCAP_ESPINTCP:
-		/*
-		 * Sent: nothing, the Length is not part of the packet.
+		/* Sent: nothing, the Length is not part of the packet.
 		 * Received: the ports, see include/net/espintcp.h.
 		 */
 		return rx ? sizeof(struct espintcp_encaphdr) : 0;
@@ -289,8 +288,7 @@ int esp_req_sg(struct esp_req *r, struct xfrm_state *x, struct sk_buff *skb,
 	unsigned int adlen;
 	int n;
 
-	/*
-	 * RFC 4303 3.3.2.1 / RFC 4106 5: with ESN the high half of the
+	/* RFC 4303 3.3.2.1 / RFC 4106 5: with ESN the high half of the
 	 * sequence number is authenticated but not sent. authencesn and
 	 * the AEAD templates both expect SPI | seq_hi | seq_lo.
 	 */

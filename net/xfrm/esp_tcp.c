@@ -88,8 +88,7 @@ void esp_tcp_destroy_state(struct xfrm_state *x)
 	kfree(c);
 }
 
-/*
- * Consumes @skb, which holds the encrypted packet with skb->data at the outer
+/* Consumes @skb, which holds the encrypted packet with skb->data at the outer
  * network header. Failures count as XfrmOutError.
  */
 void esp_tcp_output(struct xfrm_state *x, struct sk_buff *skb)

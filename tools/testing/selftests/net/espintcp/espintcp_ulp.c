@@ -31,20 +31,9 @@
 #include <unistd.h>
 
 #include "kselftest_harness.h"
-
-#ifndef TCP_ULP
-#define TCP_ULP 31
-#endif
+#include "espintcp_lib.h"
 
 #define MAX_PAYLOAD	65533	/* Length counts itself */
-#define WAIT_MS		20000	/* bound for anything that must happen */
-
-static const char ulp_name[] = "espintcp";
-
-static int attach(int fd)
-{
-	return setsockopt(fd, IPPROTO_TCP, TCP_ULP, ulp_name, sizeof(ulp_name));
-}
 
 /* Build an RFC 9329 frame: Length, then marker (IKE) or SPI, then body. */
 static size_t frame(uint8_t *buf, uint32_t spi, const void *body, size_t len)
@@ -59,43 +48,6 @@ static size_t frame(uint8_t *buf, uint32_t spi, const void *body, size_t len)
 	buf[5] = spi;
 	memcpy(buf + 6, body, len);
 	return total;
-}
-
-static int write_all(int fd, const void *buf, size_t len)
-{
-	const uint8_t *p = buf;
-
-	while (len) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		p += n;
-		len -= n;
-	}
-	return 0;
-}
-
-/* Read exactly len bytes, waiting at most WAIT_MS for each chunk. */
-static int read_all(int fd, void *buf, size_t len)
-{
-	uint8_t *p = buf;
-
-	while (len) {
-		struct pollfd pfd = { .fd = fd, .events = POLLIN };
-		ssize_t n;
-
-		if (poll(&pfd, 1, WAIT_MS) != 1)
-			return -1;
-		n = read(fd, p, len);
-		if (n <= 0)
-			return -1;
-		p += n;
-		len -= n;
-	}
-	return 0;
 }
 
 /* Read one frame from the raw side; returns the frame length or -1. */
@@ -118,41 +70,6 @@ static int readable(int fd, int ms)
 	return poll(&pfd, 1, ms) == 1 && (pfd.revents & (POLLIN | POLLERR));
 }
 
-/* A payload whose bytes encode its own identity, for integrity checks. */
-static void fill(uint8_t *p, size_t len, uint32_t seed)
-{
-	size_t i;
-
-	for (i = 0; i < len; i++)
-		p[i] = (uint8_t)(seed * 31 + i * 7);
-}
-
-static int check_fill(const uint8_t *p, size_t len, uint32_t seed)
-{
-	size_t i;
-
-	for (i = 0; i < len; i++)
-		if (p[i] != (uint8_t)(seed * 31 + i * 7))
-			return -1;
-	return 0;
-}
-
-static uint64_t read_xfrm_counter(const char *name)
-{
-	char line[256], key[128];
-	unsigned long long v;
-	uint64_t ret = 0;
-	FILE *f = fopen("/proc/net/xfrm_stat", "r");
-
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "%127s %llu", key, &v) == 2 && !strcmp(key, name))
-			ret = v;
-	fclose(f);
-	return ret;
-}
-
 static int module_loaded(const char *name)
 {
 	char path[128];
@@ -169,13 +86,6 @@ struct topo {
 	int peer_ns;			/* fd of the raw peer's netns, or -1 */
 	char peer_ns_name[64];
 };
-
-static int run(const char *cmd)
-{
-	int rc = system(cmd);
-
-	return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
 
 /* The responder's side is this netns, the raw peer's is %s. */
 static const char * const veth_setup[] = {

@@ -1,0 +1,125 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Helpers shared by the espintcp selftests: byte-stream I/O with bounded
+ * waits, payload patterns, XFRM statistics, running commands.
+ */
+#ifndef _ESPINTCP_LIB_H
+#define _ESPINTCP_LIB_H
+
+#include <errno.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#ifndef TCP_ULP
+#define TCP_ULP 31
+#endif
+
+#define WAIT_MS		20000	/* bound for anything that must happen */
+
+static const char ulp_name[] = "espintcp";
+
+static inline int attach(int fd)
+{
+	return setsockopt(fd, IPPROTO_TCP, TCP_ULP, ulp_name, sizeof(ulp_name));
+}
+
+static inline int run(const char *cmd)
+{
+	int rc = system(cmd);
+
+	return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static inline int write_all(int fd, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* Read exactly len bytes, waiting at most WAIT_MS for each chunk. */
+static inline int read_all(int fd, void *buf, size_t len)
+{
+	uint8_t *p = buf;
+
+	while (len) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		ssize_t n;
+
+		if (poll(&pfd, 1, WAIT_MS) != 1)
+			return -1;
+		n = read(fd, p, len);
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* recv() once @fd is readable, waiting at most WAIT_MS. */
+static inline ssize_t recv_wait(int fd, void *buf, size_t size)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+	if (poll(&pfd, 1, WAIT_MS) != 1)
+		return -1;
+	return recv(fd, buf, size, 0);
+}
+
+/* A payload whose bytes encode its own identity, for integrity checks. */
+static inline void fill(uint8_t *p, size_t len, uint32_t seed)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		p[i] = (uint8_t)(seed * 31 + i * 7);
+}
+
+static inline int check_fill(const uint8_t *p, size_t len, uint32_t seed)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if (p[i] != (uint8_t)(seed * 31 + i * 7))
+			return -1;
+	return 0;
+}
+
+/* One counter of /proc/net/xfrm_stat in the calling thread's namespace. */
+static inline uint64_t read_xfrm_counter(const char *name)
+{
+	char line[256], key[128];
+	unsigned long long v;
+	uint64_t ret = 0;
+	FILE *f = fopen("/proc/thread-self/net/xfrm_stat", "r");
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%127s %llu", key, &v) == 2 &&
+		    (!name ? 1 : !strcmp(key, name)))
+			ret += v;
+	fclose(f);
+	return ret;
+}
+
+#endif /* _ESPINTCP_LIB_H */

@@ -4,6 +4,7 @@
 # IKE and ESP) against a distribution kernel's headers.
 #
 #   make              build espintcp.ko, esp4.ko, esp6.ko
+#   make demo         install missing packages, build, show ESP over TCP in a VM
 #   make check        install missing packages, build, run every selftest in a VM
 #   make lint         checkpatch.pl --strict and sparse over our C files
 #   make KDIR=...     build against another kernel tree
@@ -41,7 +42,10 @@ selftests: modules
 check:
 	tools/testing/vm/check.sh
 
+demo:
+	tools/testing/vm/demo.sh
+
 lint:
 	scripts/lint.sh
 
-.PHONY: all modules clean selftests check lint
+.PHONY: all modules clean selftests check demo lint

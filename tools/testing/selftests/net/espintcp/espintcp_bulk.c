@@ -1,0 +1,78 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * espintcp_bulk: a content-checked TCP transfer for the shell selftests.
+ *
+ *   espintcp_bulk recv ADDR PORT LEN    accept one connection, read LEN
+ *                                       pattern bytes and EOF, exit 0 if intact
+ *   espintcp_bulk send ADDR PORT LEN    connect and send LEN pattern bytes
+ *
+ * The receiver prints "listening" once it accepts connections.
+ */
+
+#include <arpa/inet.h>
+#include <stdlib.h>
+
+#include "espintcp_lib.h"
+
+static socklen_t addr(const char *a, int port, struct sockaddr_storage *ss)
+{
+	struct sockaddr_in *a4 = (void *)ss;
+	struct sockaddr_in6 *a6 = (void *)ss;
+
+	memset(ss, 0, sizeof(*ss));
+	if (inet_pton(AF_INET, a, &a4->sin_addr) == 1) {
+		a4->sin_family = AF_INET;
+		a4->sin_port = htons(port);
+		return sizeof(*a4);
+	}
+	if (inet_pton(AF_INET6, a, &a6->sin6_addr) == 1) {
+		a6->sin6_family = AF_INET6;
+		a6->sin6_port = htons(port);
+		return sizeof(*a6);
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	size_t n;
+	uint8_t *buf;
+	int fd, c, one = 1;
+
+	len = argc == 5 ? addr(argv[2], atoi(argv[3]), &ss) : 0;
+	if (!len) {
+		fprintf(stderr, "usage: %s recv|send ADDR PORT LEN\n", argv[0]);
+		return 1;
+	}
+	n = strtoul(argv[4], NULL, 0);
+	buf = malloc(n + 1);
+	fd = socket(ss.ss_family, SOCK_STREAM, 0);
+	if (!buf || fd < 0)
+		return 1;
+
+	if (!strcmp(argv[1], "send")) {
+		fill(buf, n, 3);
+		if (connect(fd, (void *)&ss, len) || write_all(fd, buf, n)) {
+			perror("send");
+			return 1;
+		}
+		return 0;
+	}
+
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+	    bind(fd, (void *)&ss, len) || listen(fd, 1)) {
+		perror("listen");
+		return 1;
+	}
+	printf("listening\n");
+	fflush(stdout);
+	c = accept(fd, NULL, NULL);
+	if (c < 0 || read_all(c, buf, n) || check_fill(buf, n, 3) ||
+	    read(c, buf, 1) != 0) {
+		fprintf(stderr, "recv: transfer incomplete or corrupted\n");
+		return 1;
+	}
+	return 0;
+}

@@ -15,7 +15,10 @@ B=demo-responder
 run=$(mktemp -d /tmp/espintcp-demo.XXXXXX)
 
 step() { printf '\n=== %s\n' "$*"; }
-show() { printf '$ %s\n' "$*"; "$@" 2>&1 | sed 's/^/  /'; }
+show() {
+	printf '$ %s\n' "$*"
+	"$@" 2>&1 | grep -v 'Failed to find cgroup2 mount' | sed 's/^/  /'
+}
 die() { printf '\nDEMO FAILED: %s\n' "$*"; exit 1; }
 
 wait_status() {	# FILE KEY VALUE
@@ -38,7 +41,7 @@ cd "$top"
 for m in espintcp esp4 esp6; do
 	insmod "./$m.ko" || die "cannot load $m.ko"
 done
-show lsmod | grep -E '^(espintcp|esp4|esp6) '
+grep -E '^(espintcp|esp4|esp6) ' /proc/modules | cut -d' ' -f1-4 | sed 's/^/  /'
 
 step "Two hosts: $A (10.74.0.1) and $B (10.74.0.2); UDP 4500 blocked"
 ip netns add $A && ip netns add $B || die "netns"
@@ -50,8 +53,12 @@ done
 ip -n $A addr add 10.74.0.1/24 dev veth0
 ip -n $B addr add 10.74.0.2/24 dev veth0
 ip netns exec $A ping -q -c 1 -W 10 10.74.0.2 >/dev/null || die "no link"
-ip netns exec $B nft -f - <<'NFT'
-table inet demo { chain inbound { type filter hook input priority 0; udp dport 4500 drop; } }
+ip netns exec $B nft -f - <<'NFT' || die "cannot block UDP"
+table inet demo {
+	chain inbound {
+		type filter hook input priority 0; udp dport 4500 drop;
+	}
+}
 NFT
 show ip netns exec $B nft list ruleset
 

@@ -73,6 +73,10 @@ struct ike {
 	uint8_t init_req[MSG_MAX], init_resp[MSG_MAX];
 	int init_req_len, init_resp_len;
 	uint32_t next_msgid;
+	/* The last response sent, resent for a retransmitted request. */
+	uint8_t last_resp[MSG_MAX];
+	int last_resp_len;
+	uint32_t last_msgid;
 	struct child child, old;
 	bool established, policies;
 	unsigned int rekeys, reconnects, moves;
@@ -670,6 +674,9 @@ static int respond(struct ike *k, const struct via *v, struct ike_msg *res,
 		memcpy(k->init_resp, msg, len);
 		k->init_resp_len = len;
 	}
+	memcpy(k->last_resp, msg, len);
+	k->last_resp_len = len;
+	k->last_msgid = req->msgid;
 	return send_msg(k, v, msg, len);
 }
 
@@ -719,6 +726,11 @@ static int handle_request(struct ike *k, const struct via *v,
 	if (m->xchg == IKE_SA_INIT) {
 		if (!m->nonce || m->spi_r)
 			return 0;
+		/* A late copy of the request that created this IKE SA. */
+		if (k->spi_r && m->spi_i == k->spi_i) {
+			send_msg(k, v, k->init_resp, k->init_resp_len);
+			return 0;
+		}
 		k->spi_i = m->spi_i;
 		rnd(&k->spi_r, sizeof(k->spi_r));
 		memcpy(k->ni, m->nonce, NONCE_LEN);
@@ -834,6 +846,16 @@ static int on_readable(struct ike *k, int fd, bool tcp)
 	}
 	if (rc || ike_parse(buf, len, &m) || (m.flags & IKE_FLAG_R))
 		return 0;
+	/*
+	 * RFC 7296 2.1: a retransmitted request gets the same response
+	 * again, it is not processed twice.
+	 */
+	if (k->last_resp_len && m.spi_i == k->spi_i &&
+	    m.msgid == k->last_msgid &&
+	    (m.spi_r == k->spi_r || m.xchg == IKE_SA_INIT)) {
+		send_msg(k, &v, k->last_resp, k->last_resp_len);
+		return 0;
+	}
 	return handle_request(k, &v, &m, buf, len);
 }
 

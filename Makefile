@@ -7,6 +7,9 @@
 #   make demo         install missing packages, build, show ESP over TCP in a VM
 #   make check        install missing packages, build, run every selftest in a VM
 #   make lint         checkpatch.pl --strict and sparse over our C files
+#   make dkms-install install with DKMS (root; DKMS_KVER=... for one kernel)
+#   make dkms-remove  remove the DKMS installation again
+#   make deb          build the espintcp-dkms Debian package into ../
 #   make KDIR=...     build against another kernel tree
 
 # The kernel to build for: the running one when its headers are installed,
@@ -45,7 +48,17 @@ check:
 demo:
 	tools/testing/vm/demo.sh
 
+# Install for real: DKMS from this tree, or the espintcp-dkms package.
+dkms-install:
+	scripts/dkms.sh install $(DKMS_KVER)
+
+dkms-remove:
+	scripts/dkms.sh remove
+
+deb:
+	scripts/deb.sh
+
 lint:
 	scripts/lint.sh
 
-.PHONY: all modules clean selftests check demo lint
+.PHONY: all modules clean selftests check demo lint dkms-install dkms-remove deb

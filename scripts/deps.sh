@@ -11,6 +11,7 @@ pkgs=(
 	linux-image-amd64 linux-headers-amd64 linux-source-6.1
 	qemu-system-x86 busybox-static
 	iproute2 iputils-ping nftables iperf3 python3 sparse
+	dkms dh-dkms debhelper dpkg-dev
 )
 
 missing=()

@@ -131,4 +131,7 @@ module_init(esp4_init);
 module_exit(esp4_exit);
 MODULE_DESCRIPTION("IPv4 ESP transform with UDP and TCP (RFC 9329) encapsulation");
 MODULE_LICENSE("GPL");
+#ifdef ESPINTCP_VERSION
+MODULE_VERSION(ESPINTCP_VERSION);
+#endif
 MODULE_ALIAS_XFRM_TYPE(AF_INET, XFRM_PROTO_ESP);

@@ -124,4 +124,7 @@ module_init(esp6_init);
 module_exit(esp6_exit);
 MODULE_DESCRIPTION("IPv6 ESP transform with UDP and TCP (RFC 9329) encapsulation");
 MODULE_LICENSE("GPL");
+#ifdef ESPINTCP_VERSION
+MODULE_VERSION(ESPINTCP_VERSION);
+#endif
 MODULE_ALIAS_XFRM_TYPE(AF_INET6, XFRM_PROTO_ESP);

@@ -372,4 +372,7 @@ module_exit(espintcp_module_exit);
 
 MODULE_DESCRIPTION("RFC 9329 TCP encapsulation of IKE and ESP (TCP ULP)");
 MODULE_LICENSE("GPL");
+#ifdef ESPINTCP_VERSION
+MODULE_VERSION(ESPINTCP_VERSION);
+#endif
 MODULE_ALIAS_TCP_ULP("espintcp");

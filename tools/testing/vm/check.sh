@@ -38,5 +38,15 @@ case $rc in
 esac
 [ -n "$result" ] || [ "$failed" -gt 0 ] || failed=1
 
+# Installing for real: DKMS, the package, depmod's choice (ESPINTCP_NO_DKMS=1
+# skips it while developing).
+if [ -z "${ESPINTCP_NO_DKMS:-}" ]; then
+	tools/testing/vm/dkms-check.sh | tee "$out/dkms.log"
+	result=$(grep -ao 'DKMS-RESULT [0-9]* [0-9]*' "$out/dkms.log" | tail -1 || true)
+	read -r _ p f <<<"${result:-DKMS-RESULT 0 1}"
+	passed=$((passed + p))
+	failed=$((failed + f))
+fi
+
 summary "$passed" "$failed" "$skipped"
 [ "$failed" -eq 0 ]

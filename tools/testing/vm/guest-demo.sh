@@ -36,12 +36,23 @@ grep -q '^CONFIG_INET_ESPINTCP=' "/boot/config-$(uname -r)" 2>/dev/null &&
 	echo "  (this kernel has CONFIG_INET_ESPINTCP)" ||
 	echo "  CONFIG_INET_ESPINTCP is not set: TCP encapsulation needs our modules"
 
-step "Loading our modules (espintcp ULP, ESP types esp4/esp6)"
 cd "$top"
-for m in espintcp esp4 esp6; do
-	insmod "./$m.ko" || die "cannot load $m.ko"
-done
-grep -E '^(espintcp|esp4|esp6) ' /proc/modules | cut -d' ' -f1-4 | sed 's/^/  /'
+if [ -n "${ESPINTCP_AUTOLOAD:-}" ]; then
+	# Installed (DKMS): nothing is loaded by hand. The ULP comes with the
+	# first setsockopt(TCP_ULP), esp4 with the first ESP SA.
+	step "Installed modules, loaded on demand"
+	for m in espintcp esp4 esp6; do
+		f=$(modinfo -n $m) || die "$m is not installed"
+		echo "  modprobe $m -> $f"
+		case $f in */updates/*) ;; *) die "$m: depmod does not choose ours" ;; esac
+	done
+else
+	step "Loading our modules (espintcp ULP, ESP types esp4/esp6)"
+	for m in espintcp esp4 esp6; do
+		insmod "./$m.ko" || die "cannot load $m.ko"
+	done
+	grep -E '^(espintcp|esp4|esp6) ' /proc/modules | cut -d' ' -f1-4 | sed 's/^/  /'
+fi
 
 step "Two hosts: $A (10.74.0.1) and $B (10.74.0.2); UDP 4500 blocked"
 ip netns add $A && ip netns add $B || die "netns"
@@ -77,6 +88,14 @@ echo "  initiator:"; sed 's/^/    /' "$run/i.log"
 echo "  responder:"; sed 's/^/    /' "$run/r.log"
 grep -qx transport=tcp "$run/i" || die "not over TCP"
 
+if [ -n "${ESPINTCP_AUTOLOAD:-}" ]; then
+	for m in espintcp esp4; do
+		[ "$(cat /sys/module/$m/srcversion 2>/dev/null)" = \
+		  "$(modinfo -F srcversion $m)" ] || die "$m: not ours, or not loaded"
+		echo "  $m loaded on demand: $(modinfo -n $m)"
+	done
+fi
+
 step "Traffic through the tunnel"
 show ip netns exec $A ping -c 3 -i 0.3 -W 10 10.74.0.2 || die "ping failed"
 
@@ -104,7 +123,10 @@ ip netns del $B
 
 step "Unloading the modules"
 for ((i = 0; i < 300; i++)); do
-	rmmod esp6 esp4 espintcp 2>/dev/null && break
+	for m in esp6 esp4 espintcp; do
+		! grep -q "^$m " /proc/modules || rmmod $m 2>/dev/null
+	done
+	grep -qE '^(espintcp|esp4|esp6) ' /proc/modules || break
 	sleep 0.1
 done
 grep -qE '^(espintcp|esp4|esp6) ' /proc/modules && die "modules still loaded"

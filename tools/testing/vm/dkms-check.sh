@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Part of make check: install for real. Builds the espintcp-dkms package and
+# checks its contents; installs with DKMS for the VM's kernel, checks that
+# depmod chooses our esp4/esp6 over the stock ones, boots the VM and brings a
+# tunnel up over TCP with every module loaded on demand; removes the
+# installation and checks that the stock modules are chosen again.
+# Prints "DKMS-RESULT <passed> <failed>" last.
+
+set -uo pipefail
+
+top=$(cd "$(dirname "$0")/../../.." && pwd)
+cd "$top"
+kver=${KVER:-$(scripts/kver.sh)}
+ver=$(sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog)
+sudo=
+[ "$(id -u)" -eq 0 ] || sudo=sudo
+pass=0 fail=0
+ok() { pass=$((pass + 1)); echo "ok - $*"; }
+notok() { fail=$((fail + 1)); echo "not ok - $*"; }
+check() { local what=$1; shift; if "$@"; then ok "$what"; else notok "$what"; fi; }
+
+tmp=$(mktemp -d /tmp/espintcp-dkms.XXXXXX)
+trap 'scripts/dkms.sh remove >/dev/null 2>&1
+      $sudo dpkg --purge espintcp-dkms >/dev/null 2>&1; rm -rf "$tmp"' EXIT
+
+# The package.
+deb_ok() {
+	local deb=$tmp/espintcp-dkms_${ver}_all.deb f list
+
+	DEB_OUT=$tmp scripts/deb.sh >"$tmp/deb.log" 2>&1 || { cat "$tmp/deb.log"; return 1; }
+	list=$(dpkg -c "$deb" | awk '{ print $6 }')
+	for f in dkms.conf Kbuild scripts/compat.mk include/net/espintcp.h \
+		 net/xfrm/espintcp_ulp.c net/xfrm/esp_state.c net/ipv4/esp4.c \
+		 net/ipv6/esp6.c; do
+		grep -qx "./usr/src/espintcp-$ver/$f" <<<"$list" ||
+			{ echo "# $f missing from the package"; return 1; }
+	done
+	! grep -qE '\.(o|ko|cmd)$' <<<"$list" || { echo "# build products packaged"; return 1; }
+	dpkg-deb -I "$deb" postinst >/dev/null || { echo "# no postinst"; return 1; }
+	dpkg-deb -x "$deb" "$tmp/x" &&
+		grep -qx "PACKAGE_VERSION=\"$ver\"" "$tmp/x/usr/src/espintcp-$ver/dkms.conf"
+}
+check "espintcp-dkms .deb builds with the sources and a versioned dkms.conf" deb_ok
+
+chosen() {	# MODULE PATTERN
+	local f
+
+	f=$(modinfo -k "$kver" -n "$1" 2>/dev/null) || return 1
+	echo "# modprobe $1 -> $f"
+	[[ $f == $2 ]]
+}
+
+if scripts/dkms.sh install "$kver" >"$tmp/dkms.log" 2>&1; then
+	ok "dkms install for $kver"
+	check "depmod chooses our espintcp" chosen espintcp "*/updates/*"
+	check "depmod chooses our esp4 over the stock one" chosen esp4 "*/updates/*"
+	check "depmod chooses our esp6 over the stock one" chosen esp6 "*/updates/*"
+	if tools/testing/vm/run-vm.sh --timeout 900 --out "$tmp/vm" -- \
+		env ESPINTCP_AUTOLOAD=1 tools/testing/vm/guest-demo.sh >"$tmp/vm.log" 2>&1 &&
+	   grep -q "DEMO OK" "$tmp/vm.log"; then
+		ok "installed: ULP and ESP types load on demand, ESP over TCP works"
+	else
+		notok "installed: ULP and ESP types load on demand, ESP over TCP works"
+		grep -a -v '^\[' "$tmp/vm.log" | tail -30 | sed 's/^/# /'
+	fi
+else
+	notok "dkms install for $kver"
+	sed 's/^/# /' "$tmp/dkms.log"
+fi
+
+check "dkms remove" scripts/dkms.sh remove
+stock_again() {
+	chosen esp4 "*/kernel/net/ipv4/esp4.ko*" &&
+		chosen esp6 "*/kernel/net/ipv6/esp6.ko*" &&
+		! modinfo -k "$kver" -n espintcp >/dev/null 2>&1
+}
+check "after dkms remove the stock esp4/esp6 are chosen, espintcp is gone" stock_again
+
+# The package: its postinst builds through DKMS, purging removes it all.
+deb=$tmp/espintcp-dkms_${ver}_all.deb
+if [ -f "$deb" ] && $sudo dpkg -i "$deb" >"$tmp/dpkg.log" 2>&1; then
+	ok "espintcp-dkms installs"
+	check "the package installed our esp4 for $kver" chosen esp4 "*/updates/*"
+	check "the package installed espintcp for $kver" chosen espintcp "*/updates/*"
+	check "espintcp-dkms purges" eval '$sudo dpkg --purge espintcp-dkms >>"$tmp/dpkg.log" 2>&1'
+	check "after purging the stock esp4/esp6 are chosen, espintcp is gone" stock_again
+	[ ! -d "/usr/src/espintcp-$ver" ] || notok "purging left /usr/src/espintcp-$ver"
+else
+	notok "espintcp-dkms installs"
+	sed 's/^/# /' "$tmp/dpkg.log" 2>/dev/null | tail -20
+	$sudo dpkg --purge espintcp-dkms >/dev/null 2>&1
+fi
+echo "DKMS-RESULT $pass $fail"

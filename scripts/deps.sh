@@ -12,6 +12,7 @@ pkgs=(
 	qemu-system-x86 busybox-static
 	iproute2 iputils-ping nftables iperf3 python3 sparse
 	dkms dh-dkms debhelper dpkg-dev
+	libreswan libnss3-tools tshark
 )
 
 missing=()

@@ -16,7 +16,9 @@
  *   transport header ESP header (SPI), skb->data points here
  *
  * The skb owns its data (never cloned, no page frags): the ESP type may
- * decrypt it in place. skb->dev is never NULL.
+ * decrypt it in place. skb->dev is never NULL; the MAC header is a header of
+ * that device addressed to itself (or empty), so that packet sockets on it
+ * see a well-formed frame once the packet is decapsulated.
  *
  * Transmit: the ESP type finds the socket of an SA with espintcp_ctx_lookup()
  * and keeps the returned context (not the socket) for later packets; a

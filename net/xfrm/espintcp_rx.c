@@ -106,6 +106,27 @@ static bool espintcp_sk_is_v6(const struct sock *sk)
 #endif
 }
 
+/* Give the packet a well-formed link-layer header of its ingress device: after
+ * tunnel-mode decapsulation it is received again on that device, where packet
+ * sockets (tcpdump) push back to the MAC header. The device's own header
+ * addressed to itself, or none where the device has none.
+ */
+static void espintcp_build_l2(struct sk_buff *nskb, struct net_device *dev)
+{
+	int hlen = 0;
+
+	if (dev->header_ops && dev->hard_header_len &&
+	    skb_headroom(nskb) >= LL_RESERVED_SPACE(dev)) {
+		hlen = dev_hard_header(nskb, dev, ntohs(nskb->protocol),
+				       dev->dev_addr, NULL, nskb->len);
+		if (hlen < 0)
+			hlen = 0;
+	}
+	skb_reset_mac_header(nskb);
+	nskb->mac_len = hlen;
+	__skb_pull(nskb, hlen);
+}
+
 /* Build the private skb that include/net/espintcp.h promises the ESP types:
  * [IP header][struct espintcp_encaphdr][ESP], copied out of the stream so
  * that decryption in place can never touch pages shared with the page cache
@@ -197,6 +218,7 @@ static struct sk_buff *espintcp_build_esp(struct espintcp_ctx *ctx,
 		IPCB(nskb)->iif = dev->ifindex;
 	}
 	skb_reset_network_header(nskb);
+	espintcp_build_l2(nskb, dev);
 	__skb_pull(nskb, hlen);
 	return nskb;
 }

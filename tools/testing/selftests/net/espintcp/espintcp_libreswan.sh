@@ -1,0 +1,154 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Debian 12's own libreswan (4.10, unmodified) over TCP with our modules on
+# the stock kernel: two pluto daemons in two namespaces, each with its own
+# configuration, secrets, NSS database and run directory. IKEv2 with a
+# pre-shared key; the responder has listen-tcp=yes, the initiator
+# enable-tcp=yes, or enable-tcp=fallback with UDP blocked by nftables.
+# Host-to-host and subnet-to-subnet, IPv4 and IPv6.
+#
+# Checked: pluto's own status, the TCP connection on port 4500 with the
+# espintcp ULP, SAs with "encap type espintcp", traffic with content
+# verified, SA counters, a child SA rekey with traffic flowing, a clean
+# teardown; and every frame of a capture decodes with our RFC 9329 Lua
+# dissector (tools/wireshark/espintcp.lua) as IKE or ESP, nothing malformed.
+
+set -u
+cd "$(dirname "$0")" || exit 1
+
+PLUTO=/usr/libexec/ipsec/pluto
+LUA=$(cd ../../../.. && pwd)/wireshark/espintcp.lua
+PSK=selftest-libreswan-psk-0123456789abcdef
+dir=$(mktemp -d /tmp/espintcp-libreswan.XXXXXX)
+
+source ./espintcp_lib.sh
+
+# lsw_conf HOST ME PEER MODE ENABLE_TCP [MYNET PEERNET]
+lsw_conf() {
+	local h=$1 me=$2 peer=$3 mode=$4 tcp=$5 d=$dir/$1
+
+	mkdir -p "$d/nss" "$d/run"
+	{
+		printf 'config setup\n\tlisten-tcp=yes\n\n'
+		printf 'conn t\n\tauthby=secret\n\tikev2=insist\n'
+		printf '\tleft=%s\n\tright=%s\n\ttype=%s\n' "$me" "$peer" "$mode"
+		[ $# -lt 7 ] || printf '\tleftsubnet=%s\n\trightsubnet=%s\n' "$6" "$7"
+		printf '\tenable-tcp=%s\n\ttcp-remoteport=4500\n' "$tcp"
+		# Give up on UDP quickly when it is blocked.
+		printf '\tretransmit-interval=500\n\tretransmit-timeout=10s\n'
+		# Routes are the topology's business, not the updown script's.
+		printf '\tleftupdown=/bin/true\n\tauto=add\n'
+	} >"$d/ipsec.conf"
+	printf '%s %s : PSK "%s"\n' "$me" "$peer" "$PSK" >"$d/ipsec.secrets"
+	ipsec initnss --nssdir "$d/nss" >"$d/initnss.log" 2>&1
+}
+
+lsw_start() {	# HOST NS
+	local d=$dir/$1
+
+	ip netns exec "$2" "$PLUTO" --config "$d/ipsec.conf" --nssdir "$d/nss" \
+		--rundir "$d/run" --secretsfile "$d/ipsec.secrets" \
+		--nofork --stderrlog 2>"$d/pluto.log" &
+	pids+=($!)
+	eval "pluto_$1=$!"
+	wait_for "$WAIT" [ -S "$d/run/pluto.ctl" ] || { log "$1: pluto did not start"; return 1; }
+	ip netns exec "$2" ipsec addconn --config "$d/ipsec.conf" \
+		--ctlsocket "$d/run/pluto.ctl" t >>"$d/pluto.log" 2>&1
+}
+
+whack() {	# HOST NS ARGS...
+	local h=$1 ns=$2
+
+	shift 2
+	ip netns exec "$ns" ipsec whack --rundir "$dir/$h/run" "$@"
+}
+
+spis() { ip -n "$1" xfrm state | sed -n 's/.*proto esp spi \(0x[0-9a-f]*\).*/\1/p'; }
+new_spi() { spis "$1" | grep -qvxF -f "$dir/old.spis"; }
+
+capture_start() {
+	ip netns exec "$A" dumpcap -q -i veth0 -w "$dir/cap.pcapng" 2>"$dir/dumpcap.log" &
+	cap=$!
+	pids+=("$cap")
+	wait_for "$WAIT" grep -q "Capturing on" "$dir/dumpcap.log" ||
+		{ log "dumpcap did not start"; return 1; }
+}
+
+# Every frame with TCP payload on port 4500 decodes as the prefix, IKE or
+# ESP (or is part of a message reassembled later); nothing is malformed.
+dissect_ok() {
+	local n
+
+	kill -INT "$cap"
+	wait_exit "$cap" >/dev/null
+	tsh() { tshark -r "$dir/cap.pcapng" -X "lua_script:$LUA" -Y "$1" 2>/dev/null | wc -l; }
+	n=$(tsh 'tcp.port == 4500 && isakmp')
+	[ "$n" -gt 0 ] || { log "no IKE decoded"; return 1; }
+	n=$(tsh 'tcp.port == 4500 && esp')
+	[ "$n" -gt 0 ] || { log "no ESP decoded"; return 1; }
+	n=$(tsh 'tcp.port == 4500 && tcp.len > 0 && !isakmp && !esp && !rfc9329.prefix && !tcp.reassembled_in')
+	[ "$n" -eq 0 ] || { log "$n frames not decoded"; return 1; }
+	n=$(tsh '_ws.malformed || _ws.expert.severity >= "Error"')
+	[ "$n" -eq 0 ] || { log "$n malformed frames"; return 1; }
+}
+
+# lsw_case FAMILY MODE ENABLE_TCP [BLOCK]
+lsw_case() {
+	local fam=$1 mode=$2 tcp=$3 block=${4:-} nets_a=() nets_b=()
+
+	addrs "$fam" "$mode" direct
+	topo_direct || return 1
+	[ -z "$block" ] || block_udp "$block" || return 1
+	if [ "$mode" = tunnel ]; then
+		local p=32
+
+		[ "$fam" = 4 ] || p=128
+		nets_a=("$ai/$p" "$bi/$p")
+		nets_b=("$bi/$p" "$ai/$p")
+	fi
+	lsw_conf a "$a" "$b" "$mode" "$tcp" "${nets_a[@]}" &&
+		lsw_conf b "$b" "$a" "$mode" "$tcp" "${nets_b[@]}" || return 1
+	capture_start || return 1
+	lsw_start a "$A" && lsw_start b "$B" || return 1
+
+	timeout 300 ip netns exec "$A" ipsec whack --rundir "$dir/a/run" \
+		--name t --initiate >"$dir/initiate.log" 2>&1 ||
+		{ log "initiate failed"; sed 's/^/# /' "$dir/initiate.log" "$dir"/*/pluto.log | tail -40; return 1; }
+	whack a "$A" --trafficstatus | grep -q '"t".*type=ESP' ||
+		{ log "no child SA in pluto's status"; return 1; }
+	grep -q "ESPinTCP" "$dir/initiate.log" ||
+		{ log "child SA not ESPinTCP"; sed 's/^/# /' "$dir/initiate.log"; return 1; }
+	[ "$(ulp_sockets "$A")" -ge 1 ] && [ "$(ulp_sockets "$B")" -ge 1 ] ||
+		{ log "no espintcp socket on port 4500"; return 1; }
+	ip netns exec "$A" ss -Htni 'dport = :4500' | grep -q . || { log "no TCP to 4500"; return 1; }
+	encap_is "$A" espintcp && encap_is "$B" espintcp || return 1
+	traffic || return 1
+
+	spis "$A" >"$dir/old.spis"
+	whack a "$A" --name t --rekey-ipsec >"$dir/rekey.log" 2>&1
+	wait_for "$WAIT" new_spi "$A" ||
+		{ log "rekey: no new SPI"; sed 's/^/# /' "$dir/rekey.log"; return 1; }
+	traffic || return 1
+
+	whack a "$A" --shutdown >/dev/null 2>&1
+	whack b "$B" --shutdown >/dev/null 2>&1
+	wait_exit "$pluto_a" >/dev/null; wait_exit "$pluto_b" >/dev/null
+	for ns in "$A" "$B"; do
+		[ -z "$(ip -n "$ns" xfrm state)" ] || { log "$ns: SAs left"; return 1; }
+		[ -z "$(ip -n "$ns" xfrm policy)" ] ||
+			{ log "$ns: policies left"; ip -n "$ns" xfrm policy | sed 's/^/# /'; return 1; }
+	done
+	dissect_ok
+}
+
+[ -x "$PLUTO" ] && command -v tshark >/dev/null && [ -x "$BULK" ] ||
+	{ echo "1..0 # SKIP libreswan, tshark or espintcp_bulk missing"; exit 4; }
+
+cases=(
+	"lsw_case 4 transport yes|libreswan_ipv4_host_to_host_tcp"
+	"lsw_case 6 tunnel yes|libreswan_ipv6_subnet_to_subnet_tcp"
+	"lsw_case 4 tunnel fallback $B|libreswan_ipv4_subnet_to_subnet_fallback_udp_blocked"
+	"lsw_case 6 transport fallback $B|libreswan_ipv6_host_to_host_fallback_udp_blocked"
+)
+run_cases "${cases[@]}"

@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <linux/xfrm.h>
 
 #ifndef TCP_ULP
 #define TCP_ULP 31
@@ -120,6 +121,29 @@ static inline uint64_t read_xfrm_counter(const char *name)
 			ret += v;
 	fclose(f);
 	return ret;
+}
+
+/* What IKE daemons do to their own sockets: no IPsec for IKE itself. */
+static inline int xfrm_bypass(int fd, int family)
+{
+	int level = family == AF_INET ? IPPROTO_IP : IPPROTO_IPV6;
+	int opt = family == AF_INET ? IP_XFRM_POLICY : IPV6_XFRM_POLICY;
+	struct xfrm_userpolicy_info pol;
+	int dir;
+
+	for (dir = XFRM_POLICY_IN; dir <= XFRM_POLICY_OUT; dir++) {
+		memset(&pol, 0, sizeof(pol));
+		pol.action = XFRM_POLICY_ALLOW;
+		pol.sel.family = family;
+		pol.dir = dir;
+		pol.lft.soft_byte_limit = XFRM_INF;
+		pol.lft.hard_byte_limit = XFRM_INF;
+		pol.lft.soft_packet_limit = XFRM_INF;
+		pol.lft.hard_packet_limit = XFRM_INF;
+		if (setsockopt(fd, level, opt, &pol, sizeof(pol)))
+			return -1;
+	}
+	return 0;
 }
 
 #endif /* _ESPINTCP_LIB_H */

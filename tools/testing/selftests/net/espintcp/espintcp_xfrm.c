@@ -66,7 +66,7 @@ struct env {
 
 static const char * const topo_cmds[] = {
 	/*
-	 * Per-socket policies (bypass()) are compiled by a key manager:
+	 * Per-socket policies (xfrm_bypass()) are compiled by a key manager:
 	 * opening an XFRM netlink socket loads xfrm_user if needed.
 	 */
 	"ip xfrm state flush",
@@ -174,29 +174,6 @@ static unsigned short local_port(int fd)
 		     ((struct sockaddr_in6 *)&ss)->sin6_port);
 }
 
-/* What IKE daemons do to their own sockets: no IPsec for IKE itself. */
-static int bypass(int fd, int family)
-{
-	int level = family == AF_INET ? IPPROTO_IP : IPPROTO_IPV6;
-	int opt = family == AF_INET ? IP_XFRM_POLICY : IPV6_XFRM_POLICY;
-	struct xfrm_userpolicy_info pol;
-	int dir;
-
-	for (dir = XFRM_POLICY_IN; dir <= XFRM_POLICY_OUT; dir++) {
-		memset(&pol, 0, sizeof(pol));
-		pol.action = XFRM_POLICY_ALLOW;
-		pol.sel.family = family;
-		pol.dir = dir;
-		pol.lft.soft_byte_limit = XFRM_INF;
-		pol.lft.hard_byte_limit = XFRM_INF;
-		pol.lft.soft_packet_limit = XFRM_INF;
-		pol.lft.hard_packet_limit = XFRM_INF;
-		if (setsockopt(fd, level, opt, &pol, sizeof(pol)))
-			return -1;
-	}
-	return 0;
-}
-
 /* A connects to B's IKE port, sends the prefix; both attach the ULP. */
 static int tcp_connect(struct env *e)
 {
@@ -206,12 +183,12 @@ static int tcp_connect(struct env *e)
 	int a, b;
 
 	a = socket(e->family, SOCK_STREAM, 0);
-	if (a < 0 || bypass(a, e->family) || connect(a, (void *)&ss, len))
+	if (a < 0 || xfrm_bypass(a, e->family) || connect(a, (void *)&ss, len))
 		goto fail_a;
 	b = accept(e->lsn, NULL, NULL);
 	if (b < 0)
 		goto fail_a;
-	if (bypass(b, e->family) || write_all(a, "IKETCP", 6) ||
+	if (xfrm_bypass(b, e->family) || write_all(a, "IKETCP", 6) ||
 	    read_all(b, prefix, 6) || memcmp(prefix, "IKETCP", 6) ||
 	    attach(a) || attach(b))
 		goto fail_b;
@@ -235,7 +212,7 @@ static int tcp_listen(struct env *e)
 	int one = 1;
 
 	e->lsn = b_socket(e, SOCK_STREAM);
-	if (e->lsn < 0 || bypass(e->lsn, e->family) ||
+	if (e->lsn < 0 || xfrm_bypass(e->lsn, e->family) ||
 	    setsockopt(e->lsn, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
 	    bind(e->lsn, (void *)&ss, len) || listen(e->lsn, 8))
 		return -1;
@@ -249,7 +226,7 @@ static int udp_encap_socket(struct env *e, int fd, const char *addr)
 	socklen_t len = mkaddr(e->family, addr, IKE_PORT, &ss);
 	int type = UDP_ENCAP_ESPINUDP;
 
-	if (fd < 0 || bypass(fd, e->family) || bind(fd, (void *)&ss, len) ||
+	if (fd < 0 || xfrm_bypass(fd, e->family) || bind(fd, (void *)&ss, len) ||
 	    setsockopt(fd, IPPROTO_UDP, UDP_ENCAP, &type, sizeof(type)))
 		return -1;
 	return 0;
@@ -1000,7 +977,7 @@ TEST_F_TIMEOUT(tcp, sendfile_page_cache_untouched, 300)
 	ASSERT_EQ(0, write_all(fd, want, len));
 
 	a = socket(e->family, SOCK_STREAM, 0);
-	ASSERT_EQ(0, bypass(a, e->family));
+	ASSERT_EQ(0, xfrm_bypass(a, e->family));
 	ASSERT_EQ(0, connect(a, (void *)&ss, alen));
 	b = accept(e->lsn, NULL, NULL);
 	ASSERT_LE(0, b);

@@ -16,6 +16,7 @@
 #include <linux/udp.h>
 #include <netinet/tcp.h>
 
+#include "../espintcp_lib.h"
 #include "ike.h"
 
 #ifndef TCP_ULP
@@ -27,24 +28,7 @@
 
 int sock_bypass(int fd, int family)
 {
-	int level = family == AF_INET ? IPPROTO_IP : IPPROTO_IPV6;
-	int opt = family == AF_INET ? IP_XFRM_POLICY : IPV6_XFRM_POLICY;
-	struct xfrm_userpolicy_info pol;
-	int dir;
-
-	for (dir = XFRM_POLICY_IN; dir <= XFRM_POLICY_OUT; dir++) {
-		memset(&pol, 0, sizeof(pol));
-		pol.action = XFRM_POLICY_ALLOW;
-		pol.sel.family = family;
-		pol.dir = dir;
-		pol.lft.soft_byte_limit = XFRM_INF;
-		pol.lft.hard_byte_limit = XFRM_INF;
-		pol.lft.soft_packet_limit = XFRM_INF;
-		pol.lft.hard_packet_limit = XFRM_INF;
-		if (setsockopt(fd, level, opt, &pol, sizeof(pol)))
-			return -1;
-	}
-	return 0;
+	return xfrm_bypass(fd, family);
 }
 
 int wait_readable(int fd, int timeout_ms)

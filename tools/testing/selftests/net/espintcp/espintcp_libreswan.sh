@@ -126,14 +126,32 @@ lsw_case() {
 	traffic || return 1
 
 	spis "$A" >"$dir/old.spis"
-	whack a "$A" --name t --rekey-ipsec >"$dir/rekey.log" 2>&1
+	timeout 120 ip netns exec "$A" ipsec whack --rundir "$dir/a/run" \
+		--name t --rekey-ipsec >"$dir/rekey.log" 2>&1
 	wait_for "$WAIT" new_spi "$A" ||
 		{ log "rekey: no new SPI"; sed 's/^/# /' "$dir/rekey.log"; return 1; }
 	traffic || return 1
 
-	whack a "$A" --shutdown >/dev/null 2>&1
-	whack b "$B" --shutdown >/dev/null 2>&1
-	wait_exit "$pluto_a" >/dev/null; wait_exit "$pluto_b" >/dev/null
+	# Take the connection down on both sides before shutting down: a
+	# pluto whose peer is gone otherwise traps its own TCP segments
+	# and blocks in an on-demand connect().
+	timeout 60 ip netns exec "$A" ipsec whack --rundir "$dir/a/run" \
+		--name t --delete >/dev/null 2>&1
+	timeout 60 ip netns exec "$B" ipsec whack --rundir "$dir/b/run" \
+		--name t --delete >/dev/null 2>&1
+	for h in a b; do
+		local ns=$A pid=$pluto_a
+
+		[ $h = a ] || { ns=$B; pid=$pluto_b; }
+		timeout 60 ip netns exec "$ns" ipsec whack --rundir "$dir/$h/run" \
+			--shutdown >/dev/null 2>&1
+		wait_exit "$pid" >/dev/null || {
+			log "$h: pluto does not exit; in the kernel at:"
+			sed 's/^/# /' "/proc/$pid/stack" 2>/dev/null
+			tail -5 "$dir/$h/pluto.log" | sed 's/^/# /'
+			return 1
+		}
+	done
 	for ns in "$A" "$B"; do
 		[ -z "$(ip -n "$ns" xfrm state)" ] || { log "$ns: SAs left"; return 1; }
 		[ -z "$(ip -n "$ns" xfrm policy)" ] ||

@@ -26,7 +26,7 @@ source ./espintcp_lib.sh
 
 # lsw_conf HOST ME PEER MODE ENABLE_TCP [MYNET PEERNET]
 lsw_conf() {
-	local h=$1 me=$2 peer=$3 mode=$4 tcp=$5 d=$dir/$1
+	local h=$1 me=$2 peer=$3 mode=$4 tcp=$5 d=$dir/$1 c lp rp
 
 	mkdir -p "$d/nss" "$d/run"
 	{
@@ -38,14 +38,27 @@ lsw_conf() {
 		# Give up on UDP quickly when it is blocked.
 		printf '\tretransmit-interval=500\n\tretransmit-timeout=10s\n'
 		# Routes are the topology's business, not the updown script's.
-		printf '\tleftupdown=/bin/true\n\tauto=add\n'
+		printf '\tleftupdown=/bin/true\n\tauto=add\n\n'
+		# Host to host, the policy also covers IKE's own TCP
+		# connection. pluto exempts its sockets, but not the
+		# segments the kernel sends for a closed connection (TIME_WAIT,
+		# RST): once the peer has deleted the SA they hit the trap
+		# and pluto 4.10 blocks for minutes in an on-demand connect().
+		# The documented remedy is a passthrough for TCP port 4500.
+		for c in "in tcp/4500 tcp" "out tcp tcp/4500"; do
+			read -r c lp rp <<<"$c"
+			printf 'conn tcp-%s\n\ttype=passthrough\n\tauthby=never\n' "$c"
+			printf '\tleft=%s\n\tright=%s\n' "$me" "$peer"
+			printf '\tleftprotoport=%s\n\trightprotoport=%s\n' "$lp" "$rp"
+			printf '\tauto=route\n\n'
+		done
 	} >"$d/ipsec.conf"
 	printf '%s %s : PSK "%s"\n' "$me" "$peer" "$PSK" >"$d/ipsec.secrets"
 	ipsec initnss --nssdir "$d/nss" >"$d/initnss.log" 2>&1
 }
 
 lsw_start() {	# HOST NS
-	local d=$dir/$1
+	local d=$dir/$1 c
 
 	ip netns exec "$2" "$PLUTO" --config "$d/ipsec.conf" --nssdir "$d/nss" \
 		--rundir "$d/run" --secretsfile "$d/ipsec.secrets" \
@@ -53,19 +66,35 @@ lsw_start() {	# HOST NS
 	pids+=($!)
 	eval "pluto_$1=$!"
 	wait_for "$WAIT" [ -S "$d/run/pluto.ctl" ] || { log "$1: pluto did not start"; return 1; }
-	ip netns exec "$2" ipsec addconn --config "$d/ipsec.conf" \
-		--ctlsocket "$d/run/pluto.ctl" t >>"$d/pluto.log" 2>&1
+	for c in t tcp-in tcp-out; do
+		timeout 60 ip netns exec "$2" ipsec addconn --config "$d/ipsec.conf" \
+			--ctlsocket "$d/run/pluto.ctl" "$c" >>"$d/addconn.log" 2>&1 ||
+			{ log "$1: addconn $c failed"; sed 's/^/# /' "$d/addconn.log"; return 1; }
+	done
+	for c in tcp-in tcp-out; do
+		whack "$1" "$2" --name "$c" --route >>"$d/addconn.log" 2>&1 ||
+			{ log "$1: route $c failed"; sed 's/^/# /' "$d/addconn.log"; return 1; }
+	done
 }
 
 whack() {	# HOST NS ARGS...
 	local h=$1 ns=$2
 
 	shift 2
-	ip netns exec "$ns" ipsec whack --rundir "$dir/$h/run" "$@"
+	timeout 120 ip netns exec "$ns" ipsec whack --rundir "$dir/$h/run" "$@"
 }
 
 spis() { ip -n "$1" xfrm state | sed -n 's/.*proto esp spi \(0x[0-9a-f]*\).*/\1/p'; }
 new_spi() { spis "$1" | grep -qvxF -f "$dir/old.spis"; }
+child_up() { whack a "$A" --trafficstatus 2>/dev/null | grep -q '"t".*type=ESP'; }
+no_sa() { [ -z "$(ip -n "$1" xfrm state)" ]; }
+no_ulp() { [ "$(ulp_sockets "$1")" -eq 0 ]; }
+# pluto 4.10 installs bypass policies for IPv6 neighbour discovery at start
+# and leaves them behind at exit; anything else is a leftover.
+policies() {
+	ip -n "$1" xfrm policy | grep -v '^[[:space:]]' |
+		grep -vE '^src ::/0 dst ::/0 proto ipv6-icmp type 13[56] *$'
+}
 
 capture_start() {
 	ip netns exec "$A" dumpcap -q -i veth0 -w "$dir/cap.pcapng" 2>"$dir/dumpcap.log" &
@@ -76,21 +105,33 @@ capture_start() {
 }
 
 # Every frame with TCP payload on port 4500 decodes as the prefix, IKE or
-# ESP (or is part of a message reassembled later); nothing is malformed.
+# ESP (or is part of a message reassembled later, hence two passes);
+# nothing is malformed, no expert error.
 dissect_ok() {
-	local n
+	local out=$dir/frames.tsv
 
 	kill -INT "$cap"
 	wait_exit "$cap" >/dev/null
-	tsh() { tshark -r "$dir/cap.pcapng" -X "lua_script:$LUA" -Y "$1" 2>/dev/null | wc -l; }
-	n=$(tsh 'tcp.port == 4500 && isakmp')
-	[ "$n" -gt 0 ] || { log "no IKE decoded"; return 1; }
-	n=$(tsh 'tcp.port == 4500 && esp')
-	[ "$n" -gt 0 ] || { log "no ESP decoded"; return 1; }
-	n=$(tsh 'tcp.port == 4500 && tcp.len > 0 && !isakmp && !esp && !rfc9329.prefix && !tcp.reassembled_in')
-	[ "$n" -eq 0 ] || { log "$n frames not decoded"; return 1; }
-	n=$(tsh '_ws.malformed || _ws.expert.severity >= "Error"')
-	[ "$n" -eq 0 ] || { log "$n malformed frames"; return 1; }
+	tshark -2 -r "$dir/cap.pcapng" -X "lua_script:$LUA" -Y 'tcp.port == 4500' \
+		-T fields -E separator=/t -E occurrence=f -e frame.number \
+		-e tcp.len -e frame.protocols -e tcp.reassembled_in \
+		-e rfc9329.prefix -e _ws.malformed -e _ws.expert.severity \
+		>"$out" 2>"$dir/tshark.log" ||
+		{ log "tshark failed"; sed 's/^/# /' "$dir/tshark.log"; return 1; }
+	awk -F'\t' '
+		$3 ~ /:isakmp/ { ike++ }
+		$3 ~ /:esp/ { esp++ }
+		$2 > 0 && $3 !~ /:(isakmp|esp)/ && $4 == "" && $5 == "" {
+			print "# frame " $1 " not decoded: " $3; bad++
+		}
+		# PI_ERROR is 0x00800000
+		$6 != "" || ($7 != "" && $7 >= 8388608) {
+			print "# frame " $1 " malformed: " $3; bad++
+		}
+		END {
+			printf "# %d frames: %d IKE, %d ESP, %d bad\n", NR, ike, esp, bad
+			exit !(ike > 0 && esp > 0 && bad == 0)
+		}' "$out"
 }
 
 # lsw_case FAMILY MODE ENABLE_TCP [BLOCK]
@@ -112,13 +153,19 @@ lsw_case() {
 	capture_start || return 1
 	lsw_start a "$A" && lsw_start b "$B" || return 1
 
-	timeout 300 ip netns exec "$A" ipsec whack --rundir "$dir/a/run" \
-		--name t --initiate >"$dir/initiate.log" 2>&1 ||
-		{ log "initiate failed"; sed 's/^/# /' "$dir/initiate.log" "$dir"/*/pluto.log | tail -40; return 1; }
-	whack a "$A" --trafficstatus | grep -q '"t".*type=ESP' ||
-		{ log "no child SA in pluto's status"; return 1; }
-	grep -q "ESPinTCP" "$dir/initiate.log" ||
-		{ log "child SA not ESPinTCP"; sed 's/^/# /' "$dir/initiate.log"; return 1; }
+	# whack's status is not the connection's: with enable-tcp=fallback
+	# it reports the UDP attempt's timeout while TCP carries on.
+	whack a "$A" --name t --initiate >"$dir/initiate.log" 2>&1
+	wait_for "$WAIT" child_up || {
+		log "no child SA in pluto's status"
+		sed 's/^/# /' "$dir/initiate.log"
+		tail -20 "$dir/a/pluto.log" | sed 's/^/# /'
+		return 1
+	}
+	whack a "$A" --showstates | grep -q '"t".*STATE_V2_ESTABLISHED_IKE_SA' ||
+		{ log "no IKE SA in pluto's status"; return 1; }
+	grep -q 'established Child SA.*{ESPinTCP' "$dir/a/pluto.log" ||
+		{ log "child SA not ESPinTCP"; grep 'Child SA' "$dir/a/pluto.log" | sed 's/^/# /'; return 1; }
 	[ "$(ulp_sockets "$A")" -ge 1 ] && [ "$(ulp_sockets "$B")" -ge 1 ] ||
 		{ log "no espintcp socket on port 4500"; return 1; }
 	ip netns exec "$A" ss -Htni 'dport = :4500' | grep -q . || { log "no TCP to 4500"; return 1; }
@@ -126,25 +173,21 @@ lsw_case() {
 	traffic || return 1
 
 	spis "$A" >"$dir/old.spis"
-	timeout 120 ip netns exec "$A" ipsec whack --rundir "$dir/a/run" \
-		--name t --rekey-ipsec >"$dir/rekey.log" 2>&1
+	whack a "$A" --name t --rekey-ipsec >"$dir/rekey.log" 2>&1
 	wait_for "$WAIT" new_spi "$A" ||
 		{ log "rekey: no new SPI"; sed 's/^/# /' "$dir/rekey.log"; return 1; }
 	traffic || return 1
 
-	# Take the connection down on both sides before shutting down: a
-	# pluto whose peer is gone otherwise traps its own TCP segments
-	# and blocks in an on-demand connect().
-	timeout 60 ip netns exec "$A" ipsec whack --rundir "$dir/a/run" \
-		--name t --delete >/dev/null 2>&1
-	timeout 60 ip netns exec "$B" ipsec whack --rundir "$dir/b/run" \
-		--name t --delete >/dev/null 2>&1
+	# Teardown: pluto's delete reaches the peer, no SA is left on
+	# either side; then both daemons exit and take their policies.
+	whack a "$A" --name t --delete >"$dir/delete.log" 2>&1
+	wait_for "$WAIT" no_sa "$A" && wait_for "$WAIT" no_sa "$B" ||
+		{ log "SAs left after delete"; ip -n "$B" xfrm state | sed 's/^/# /'; return 1; }
 	for h in a b; do
 		local ns=$A pid=$pluto_a
 
 		[ $h = a ] || { ns=$B; pid=$pluto_b; }
-		timeout 60 ip netns exec "$ns" ipsec whack --rundir "$dir/$h/run" \
-			--shutdown >/dev/null 2>&1
+		whack "$h" "$ns" --shutdown >/dev/null 2>&1
 		wait_exit "$pid" >/dev/null || {
 			log "$h: pluto does not exit; in the kernel at:"
 			sed 's/^/# /' "/proc/$pid/stack" 2>/dev/null
@@ -153,15 +196,15 @@ lsw_case() {
 		}
 	done
 	for ns in "$A" "$B"; do
-		[ -z "$(ip -n "$ns" xfrm state)" ] || { log "$ns: SAs left"; return 1; }
-		[ -z "$(ip -n "$ns" xfrm policy)" ] ||
-			{ log "$ns: policies left"; ip -n "$ns" xfrm policy | sed 's/^/# /'; return 1; }
+		[ -z "$(policies "$ns")" ] ||
+			{ log "$ns: policies left"; policies "$ns" | sed 's/^/# /'; return 1; }
+		wait_for "$WAIT" no_ulp "$ns" || { log "$ns: espintcp socket left"; return 1; }
 	done
 	dissect_ok
 }
 
-[ -x "$PLUTO" ] && command -v tshark >/dev/null && [ -x "$BULK" ] ||
-	{ echo "1..0 # SKIP libreswan, tshark or espintcp_bulk missing"; exit 4; }
+[ -x "$PLUTO" ] && command -v tshark >/dev/null && [ -r "$LUA" ] && [ -x "$BULK" ] ||
+	{ echo "1..0 # SKIP libreswan, tshark, $LUA or espintcp_bulk missing"; exit 4; }
 
 cases=(
 	"lsw_case 4 transport yes|libreswan_ipv4_host_to_host_tcp"

@@ -48,6 +48,10 @@ check:
 demo:
 	tools/testing/vm/demo.sh
 
+# Throughput ratios (ESP-in-TCP against ESP-in-UDP and no IPsec), one run.
+bench:
+	tools/testing/vm/bench.sh
+
 # Install for real: DKMS from this tree, or the espintcp-dkms package.
 dkms-install:
 	scripts/dkms.sh install $(DKMS_KVER)
@@ -61,4 +65,4 @@ deb:
 lint:
 	scripts/lint.sh
 
-.PHONY: all modules clean selftests check demo lint dkms-install dkms-remove deb
+.PHONY: all modules clean selftests check demo bench lint dkms-install dkms-remove deb

@@ -44,7 +44,7 @@ lsw_conf() {
 		# segments the kernel sends for a closed connection (TIME_WAIT,
 		# RST): once the peer has deleted the SA they hit the trap
 		# and pluto 4.10 blocks for minutes in an on-demand connect().
-		# The documented remedy is a passthrough for TCP port 4500.
+		# The remedy, as README tells users: a passthrough for TCP 4500.
 		for c in "in tcp/4500 tcp" "out tcp tcp/4500"; do
 			read -r c lp rp <<<"$c"
 			printf 'conn tcp-%s\n\ttype=passthrough\n\tauthby=never\n' "$c"

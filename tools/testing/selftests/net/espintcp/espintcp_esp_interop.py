@@ -12,7 +12,10 @@ and verifies here: same identifier, sequence and payload, the sequence
 number the SA was told to continue from, RFC 4303 padding, and for
 ESP-in-UDP ports 4500 with a valid checksum. IPv4 and IPv6, transport and
 tunnel mode, plain ESP and ESP-in-UDP, with and without ESN, over the
-AEADs and authenc combinations IKE daemons negotiate.
+AEADs and authenc combinations IKE daemons negotiate. For ESP-in-TCP the
+peer is an ordinary TCP socket in a second namespace that speaks RFC 9329
+by hand (IKETCP, 16-bit Length framing); the kernel's end of the
+connection carries our ULP.
 
 Needs root, python3-scapy and python3-cryptography; prints TAP.
 """
@@ -30,9 +33,11 @@ import sys
 
 WAIT = int(os.environ.get("ESPINTCP_WAIT", "60"))
 NS = f"espt-interop-{os.getpid()}"
+PEER_NS = f"espt-interop-peer-{os.getpid()}"
 CLONE_NEWNET = 0x40000000
 UDP_ENCAP = 100
 UDP_ENCAP_ESPINUDP = 2
+TCP_ULP = 31
 
 # name: kernel algorithm arguments, cipher, key bytes (with the salt or
 # nonce at the end), integrity (hash, key bytes, ICV bytes) or None for an
@@ -61,6 +66,15 @@ ADDR = {
         "bi": "fd00:75:2::1", "plen": 128},
 }
 
+# ESP-in-TCP: the peer is an ordinary TCP socket in its own namespace,
+# behind veth2/veth3, that frames RFC 9329 itself.
+TCP_ADDR = {
+    4: {"a": "10.76.0.1", "b": "10.76.0.2", "ai": "10.76.1.1",
+        "bi": "10.76.2.1", "plen": 32},
+    6: {"a": "fd00:76::1", "b": "fd00:76::2", "ai": "fd00:76:1::1",
+        "bi": "fd00:76:2::1", "plen": 128},
+}
+
 OUT_SPI, IN_SPI = 0x1000, 0x2000
 OSEQ, ISEQ = 0x40, 0x10		# where the SAs start; the peer sends ISEQ + 1
 SEQ_HI = 1			# the high half with ESN
@@ -77,13 +91,15 @@ def sh(*args):
     return res.stdout
 
 
-def enter_netns():
-    sh("ip", "netns", "add", NS)
+def enter_netns(name):
+    """Sockets made after this live in the namespace; they stay there."""
     libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(f"/run/netns/{NS}", os.O_RDONLY)
-    if libc.setns(fd, CLONE_NEWNET):
-        raise OSError(ctypes.get_errno(), "setns")
-    os.close(fd)
+    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        if libc.setns(fd, CLONE_NEWNET):
+            raise OSError(ctypes.get_errno(), "setns")
+    finally:
+        os.close(fd)
 
 
 def topology():
@@ -101,6 +117,19 @@ def topology():
         sh("ip", "neigh", "replace", a["b"], "lladdr", "02:00:00:00:75:02",
            "dev", "veth0", "nud", "permanent")
         sh("ip", "route", "add", a["bi"], "via", a["b"], "dev", "veth0")
+    sh("ip", "link", "add", "veth2", "type", "veth", "peer", "name", "veth3",
+       "netns", PEER_NS)
+    sh("ip", "-n", PEER_NS, "link", "set", "lo", "up")
+    for a in TCP_ADDR.values():
+        plen = 24 if ":" not in a["a"] else 64
+        sh("ip", "addr", "add", f"{a['a']}/{plen}", "dev", "veth2", "nodad")
+        sh("ip", "addr", "add", f"{a['ai']}/{a['plen']}", "dev", "lo", "nodad")
+        sh("ip", "-n", PEER_NS, "addr", "add", f"{a['b']}/{plen}", "dev",
+           "veth3", "nodad")
+    sh("ip", "link", "set", "veth2", "up")
+    sh("ip", "-n", PEER_NS, "link", "set", "veth3", "up")
+    for a in TCP_ADDR.values():
+        sh("ip", "route", "add", a["bi"], "via", a["b"], "dev", "veth2")
     # Loads xfrm_user, which compiles per-socket policies (EINVAL before).
     sh("ip", "xfrm", "state", "flush")
 
@@ -137,8 +166,10 @@ def encap_sockets():
     return socks
 
 
-def install(fam, mode, encap, alg, esn, keys):
-    a = ADDR[fam]
+def install(fam, mode, encap, alg, esn, keys, a=None, ports=(4500, 4500)):
+    """SAs and policies; encap is None, "espinudp" or "espintcp" (ports
+    are then the local and the peer's)."""
+    a = a or ADDR[fam]
     spec, _, _, integ = ALGS[alg]
     sh("ip", "xfrm", "state", "flush")
     sh("ip", "xfrm", "policy", "flush")
@@ -150,7 +181,8 @@ def install(fam, mode, encap, alg, esn, keys):
         args += spec.format(k="0x" + k.hex(),
                             a="0x" + ak.hex() if integ else "").split()
         if encap:
-            args += ["encap", "espinudp", "4500", "4500", "0.0.0.0"]
+            sport, dport = ports if key == "out" else ports[::-1]
+            args += ["encap", encap, str(sport), str(dport), "0.0.0.0"]
         start = OSEQ if key == "out" else ISEQ
         args += ["replay-window", "32", f"replay-{seq}", hex(start)]
         if esn:
@@ -232,16 +264,10 @@ def esp_open(alg, key, akey, esn, data):
         raise Failure("AEAD tag does not verify") from e
 
 
-def run_case(fam, mode, encap, alg, esn):
-    # Imported here: after entering the namespace (scapy lists interfaces).
-    from scapy.all import (Ether, ICMP, ICMPv6EchoReply, ICMPv6EchoRequest,
-                           IP, IPv6, Raw, UDP, raw)
-
-    a = ADDR[fam]
-    _, _, klen, integ = ALGS[alg]
-    keys = {d: (os.urandom(klen), os.urandom(integ[1]) if integ else b"")
-            for d in ("in", "out")}
-    install(fam, mode, encap, alg, esn, keys)
+def echo_request(fam, mode, alg, esn, keys, a):
+    """An ICMP echo request from the peer, sealed with the kernel's inbound
+    SA: (ESP packet, what verify_reply() needs)."""
+    from scapy.all import ICMP, ICMPv6EchoRequest, IP, IPv6, Raw, raw
 
     ip = IP if fam == 4 else IPv6
     src, dst = (a["bi"], a["ai"]) if mode == "tunnel" else (a["b"], a["a"])
@@ -258,9 +284,65 @@ def run_case(fam, mode, encap, alg, esn):
     else:
         body, nh = raw(inner.payload), 1 if fam == 4 else 58
     esp = esp_seal(alg, *keys["in"], IN_SPI, ISEQ + 1, esn, body, nh)
-    outer = ip(src=a["b"], dst=a["a"])
+    return esp, (fam, mode, alg, esn, keys, src, dst, ident, seq, payload)
+
+
+def verify_reply(data, outer, want):
+    """The kernel's answer: ESP packet data, outer (src, dst) addresses."""
+    from scapy.all import ICMP, ICMPv6EchoReply, IP, IPv6, raw
+
+    fam, mode, alg, esn, keys, src, dst, ident, seq, payload = want
+    ip = IP if fam == 4 else IPv6
+    spi, sq = int.from_bytes(data[:4], "big"), int.from_bytes(data[4:8], "big")
+    if (spi, sq) != (OUT_SPI, OSEQ + 1):
+        raise Failure(f"ESP spi {spi:#x} seq {sq:#x}, want "
+                      f"{OUT_SPI:#x} {OSEQ + 1:#x}")
+    plain = esp_open(alg, *keys["out"], esn, data)
+
+    # RFC 4303 2.4: padding bytes are 1, 2, 3, ...
+    padlen, got_nh = plain[-2], plain[-1]
+    pad = plain[-2 - padlen:-2]
+    if pad != bytes(range(1, padlen + 1)):
+        raise Failure(f"padding {pad.hex()}")
+    body = plain[:-2 - padlen]
+    if mode == "tunnel":
+        want_nh = 4 if fam == 4 else 41
+        inner = ip(body)
+        addrs = (inner.src, inner.dst)
+        icmp = raw(inner.payload)
+    else:
+        want_nh = 1 if fam == 4 else 58
+        addrs = outer
+        icmp = body
+    if got_nh != want_nh:
+        raise Failure(f"next header {got_nh}, want {want_nh}")
+    if addrs != (dst, src):
+        raise Failure(f"inner addresses {addrs[0]} -> {addrs[1]}")
+    if fam == 4:
+        r = ICMP(icmp)
+        got = (r.type, r.id, r.seq, raw(r.payload))
+    else:
+        r = ICMPv6EchoReply(icmp)
+        got = (r.type, r.id, r.seq, r.data)
+    if got != (0 if fam == 4 else 129, ident, seq, payload):
+        raise Failure(f"not the echo reply: {r.summary()}")
+
+
+def run_case(fam, mode, encap, alg, esn):
+    # Imported here: after entering the namespace (scapy lists interfaces).
+    from scapy.all import Ether, IP, IPv6, Raw, UDP, raw
+
+    a = ADDR[fam]
+    _, _, klen, integ = ALGS[alg]
+    keys = {d: (os.urandom(klen), os.urandom(integ[1]) if integ else b"")
+            for d in ("in", "out")}
+    install(fam, mode, "espinudp" if encap else None, alg, esn, keys)
+
+    ip = IP if fam == 4 else IPv6
+    esp, want = echo_request(fam, mode, alg, esn, keys, a)
     if encap:
-        pkt = outer / UDP(sport=4500, dport=4500) / Raw(esp)
+        pkt = ip(src=a["b"], dst=a["a"]) / UDP(sport=4500, dport=4500) / \
+            Raw(esp)
     elif fam == 4:
         pkt = IP(src=a["b"], dst=a["a"], proto=50) / Raw(esp)
     else:
@@ -289,39 +371,63 @@ def run_case(fam, mode, encap, alg, esn):
         data = raw(udp.payload)
     else:
         data = raw(reply.payload)
-    spi, sq = int.from_bytes(data[:4], "big"), int.from_bytes(data[4:8], "big")
-    if (spi, sq) != (OUT_SPI, OSEQ + 1):
-        raise Failure(f"ESP spi {spi:#x} seq {sq:#x}, want "
-                      f"{OUT_SPI:#x} {OSEQ + 1:#x}")
-    plain = esp_open(alg, *keys["out"], esn, data)
+    verify_reply(data, (reply.src, reply.dst), want)
 
-    # RFC 4303 2.4: padding bytes are 1, 2, 3, ...
-    padlen, got_nh = plain[-2], plain[-1]
-    pad = plain[-2 - padlen:-2]
-    if pad != bytes(range(1, padlen + 1)):
-        raise Failure(f"padding {pad.hex()}")
-    body = plain[:-2 - padlen]
-    if mode == "tunnel":
-        want_nh = 4 if fam == 4 else 41
-        inner = ip(body)
-        addrs = (inner.src, inner.dst)
-        icmp = raw(inner.payload)
-    else:
-        want_nh = 1 if fam == 4 else 58
-        addrs = (reply.src, reply.dst)
-        icmp = body
-    if got_nh != want_nh:
-        raise Failure(f"next header {got_nh}, want {want_nh}")
-    if addrs != (dst, src):
-        raise Failure(f"inner addresses {addrs[0]} -> {addrs[1]}")
-    if fam == 4:
-        r = ICMP(icmp)
-        got = (r.type, r.id, r.seq, raw(r.payload))
-    else:
-        r = ICMPv6EchoReply(icmp)
-        got = (r.type, r.id, r.seq, r.data)
-    if got != (0 if fam == 4 else 129, ident, seq, payload):
-        raise Failure(f"not the echo reply: {r.summary()}")
+
+def recv_exact(sock, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise Failure("the kernel closed the TCP connection")
+        buf += chunk
+    return buf
+
+
+def run_tcp_case(fam, mode, alg, esn):
+    """RFC 9329 by hand on the peer: IKETCP, then Length-framed ESP over a
+    plain TCP socket; the kernel's end has our ULP and SAs with
+    encap espintcp."""
+    a = TCP_ADDR[fam]
+    af = socket.AF_INET if fam == 4 else socket.AF_INET6
+    _, _, klen, integ = ALGS[alg]
+    keys = {d: (os.urandom(klen), os.urandom(integ[1]) if integ else b"")
+            for d in ("in", "out")}
+
+    lsock = socket.socket(af, socket.SOCK_STREAM)
+    xfrm_bypass(lsock, af)	# the accepted socket inherits it
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lsock.bind((a["a"], 4500))
+    lsock.listen(1)
+    enter_netns(PEER_NS)
+    try:
+        peer = socket.socket(af, socket.SOCK_STREAM)
+        peer.settimeout(WAIT)
+        peer.connect((a["a"], 4500))
+    finally:
+        enter_netns(NS)
+    with lsock, peer:
+        peer.sendall(b"IKETCP")
+        lsock.settimeout(WAIT)
+        conn, _ = lsock.accept()
+        with conn:
+            conn.settimeout(WAIT)
+            if recv_exact(conn, 6) != b"IKETCP":
+                raise Failure("no IKETCP prefix")
+            conn.setsockopt(socket.IPPROTO_TCP, TCP_ULP, b"espintcp")
+            pport = peer.getsockname()[1]
+            install(fam, mode, "espintcp", alg, esn, keys, a, (4500, pport))
+
+            esp, want = echo_request(fam, mode, alg, esn, keys, a)
+            peer.sendall(struct.pack("!H", len(esp) + 2) + esp)
+            length = struct.unpack("!H", recv_exact(peer, 2))[0]
+            if length < 2 + 8:
+                raise Failure(f"Length {length}")
+            data = recv_exact(peer, length - 2)
+            if data[:4] == b"\0\0\0\0":
+                raise Failure("an IKE message, not ESP")
+            verify_reply(data, (a["a"], a["b"]), want)
+            sh("ip", "xfrm", "state", "flush")
 
 
 def exchange(frame, match):
@@ -371,19 +477,31 @@ def main():
         cases.append((f"ipv{fam}_transport_plain_{alg}_esn",
                       (fam, "transport", False, alg, True)))
 
+    # ESP-in-TCP: both families and modes, AEAD and authenc, ESN.
+    for i, (fam, mode) in enumerate(itertools.product((4, 6),
+                                                      ("transport", "tunnel"))):
+        alg, esn = names[(3 * i) % len(names)], bool(i % 2)
+        cases.append((f"ipv{fam}_{mode}_tcp_{alg}{'_esn' if esn else ''}",
+                      (fam, mode, "tcp", alg, esn)))
+
     print("TAP version 13")
     print(f"1..{len(cases)}")
-    enter_netns()
+    sh("ip", "netns", "add", NS)
+    sh("ip", "netns", "add", PEER_NS)
+    enter_netns(NS)
     failed = 0
     try:
         topology()
         socks = encap_sockets()
         for num, (name, args) in enumerate(cases, 1):
             try:
-                run_case(*args)
+                if args[2] == "tcp":
+                    run_tcp_case(args[0], args[1], args[3], args[4])
+                else:
+                    run_case(*args)
                 print(f"ok {num} {name}", flush=True)
-            except Failure as e:
-                print(f"# {e}")
+            except (Failure, OSError) as e:	# OSError: a socket call
+                print(f"# {e!r}" if isinstance(e, OSError) else f"# {e}")
                 print(f"not ok {num} {name}", flush=True)
                 failed += 1
         for s in socks:
@@ -391,7 +509,8 @@ def main():
         sh("ip", "xfrm", "state", "flush")
         sh("ip", "xfrm", "policy", "flush")
     finally:
-        subprocess.run(["ip", "netns", "del", NS], check=False)
+        for ns in (NS, PEER_NS):
+            subprocess.run(["ip", "netns", "del", ns], check=False)
     return 1 if failed else 0
 
 

@@ -10,7 +10,7 @@ pkgs=(
 	make gcc libc6-dev bc kmod cpio xz-utils file
 	linux-image-amd64 linux-headers-amd64 linux-source-6.1
 	qemu-system-x86 busybox-static
-	iproute2 iputils-ping nftables iperf3 python3 python3-scapy sparse
+	iproute2 iputils-ping nftables iperf3 python3 python3-scapy python3-cryptography sparse
 	dkms dh-dkms debhelper dpkg-dev
 	libreswan libnss3-tools tshark
 )

@@ -459,9 +459,10 @@ def main():
     if os.geteuid():
         print("1..0 # SKIP needs root")
         return 4
-    if importlib.util.find_spec("scapy") is None:
-        print("1..0 # SKIP python3-scapy missing")
-        return 4
+    for mod in ("scapy", "cryptography"):
+        if importlib.util.find_spec(mod) is None:
+            print(f"1..0 # SKIP python3-{mod} missing")
+            return 4
 
     cases = []
     names = list(ALGS)

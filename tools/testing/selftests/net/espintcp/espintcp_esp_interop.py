@@ -26,10 +26,12 @@ import hmac
 import importlib.util
 import itertools
 import os
+import select
 import socket
 import struct
 import subprocess
 import sys
+import time
 
 WAIT = int(os.environ.get("ESPINTCP_WAIT", "60"))
 NS = f"espt-interop-{os.getpid()}"
@@ -433,8 +435,6 @@ def run_tcp_case(fam, mode, alg, esn):
 def exchange(frame, match):
     """Send a frame on veth1; the first frame that matches, or Failure."""
     from scapy.all import conf
-    import select
-    import time
 
     sock = conf.L2socket(iface="veth1")
     try:

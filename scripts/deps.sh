@@ -15,6 +15,11 @@ pkgs=(
 	libreswan libnss3-tools tshark
 )
 
+# A kernel asked for by name (make check KVER=...): its image and headers.
+if [ -n "${KVER:-}" ]; then
+	pkgs+=("linux-image-$KVER" "linux-headers-$KVER")
+fi
+
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -qx installed ||

@@ -11,6 +11,10 @@ top=$(cd "$(dirname "$0")/../../.." && pwd)
 cd "$top"
 
 scripts/deps.sh
+why=$(scripts/kver.sh -v 2>&1 >/dev/null)
+KVER=$(scripts/kver.sh)
+export KVER
+echo "${0##*/}: $why"
 make -s modules
 make -s selftests
 out=$(mktemp -d /tmp/espintcp-bench.XXXXXX)

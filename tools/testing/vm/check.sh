@@ -16,6 +16,11 @@ summary() {
 trap 'summary 0 1 0' ERR
 
 scripts/deps.sh
+# Which kernel, and why (scripts/kver.sh): every later step uses this one.
+why=$(scripts/kver.sh -v 2>&1 >/dev/null)
+KVER=$(scripts/kver.sh)
+export KVER
+echo "check: $why, tcg thread=${ESPINTCP_TCG:-multi}"
 make -s modules
 make -s selftests
 trap - ERR

@@ -18,6 +18,7 @@
 #include <linux/udp.h>
 #include <net/ip.h>
 #include <net/espintcp.h>
+#include <net/espintcp_compat.h>
 #include <net/ipv6.h>
 
 #include "esp_core.h"
@@ -168,8 +169,12 @@ static int esp_check_encap(const struct xfrm_state *x,
 	if (!x->encap)
 		return 0;
 	switch (x->encap->encap_type) {
-	case UDP_ENCAP_ESPINUDP:
 	case UDP_ENCAP_ESPINUDP_NON_IKE:
+		if (espintcp_udp_non_ike_supported())
+			return 0;
+		NL_SET_ERR_MSG(extack, "ESP: non-IKE UDP encapsulation is not supported by this kernel");
+		return -EINVAL;
+	case UDP_ENCAP_ESPINUDP:
 	case TCP_ENCAP_ESPINTCP:
 		return 0;
 	default:

@@ -121,7 +121,5 @@ void espintcp_tx_stop(struct espintcp_ctx *ctx);
 void espintcp_tx_kick(struct espintcp_ctx *ctx);
 void espintcp_write_space(struct sock *sk);
 int espintcp_sendmsg(struct sock *sk, struct msghdr *msg, size_t size);
-int espintcp_sendpage(struct sock *sk, struct page *page, int offset,
-		      size_t size, int flags);
 
 #endif /* _NET_XFRM_ESPINTCP_PRIV_H */

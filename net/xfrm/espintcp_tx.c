@@ -9,6 +9,7 @@
 
 #include <linux/sched/signal.h>
 #include <linux/uio.h>
+#include <net/espintcp_compat.h>
 #include <net/tcp.h>
 #include <net/xfrm.h>
 
@@ -36,11 +37,11 @@ static void espintcp_wake_writers(struct sock *sk)
 
 /* Zero-copy where TCP may take a page reference, a copy otherwise. */
 static int espintcp_send_frag(struct sock *sk, const skb_frag_t *frag,
-			      unsigned int off, int flags)
+			      unsigned int off, int flags, bool more)
 {
 	struct page *page = skb_frag_page(frag);
 	unsigned int len = skb_frag_size(frag) - off;
-	struct msghdr msg = { .msg_flags = flags & ~MSG_SENDPAGE_NOTLAST };
+	struct msghdr msg = { .msg_flags = flags };
 	struct bio_vec bv = {
 		.bv_page = page,
 		.bv_offset = skb_frag_off(frag) + off,
@@ -48,8 +49,11 @@ static int espintcp_send_frag(struct sock *sk, const skb_frag_t *frag,
 	};
 
 	if (sendpage_ok(page))
-		return tcp_sendpage_locked(sk, page, bv.bv_offset, len, flags);
+		return espintcp_tcp_send_page(sk, page, bv.bv_offset, len,
+					      flags, more);
 
+	if (more)
+		msg.msg_flags |= MSG_MORE;
 	iov_iter_bvec(&msg.msg_iter, ITER_SOURCE, &bv, 1, len);
 	return tcp_sendmsg_locked(sk, &msg, len);
 }
@@ -81,15 +85,14 @@ static int espintcp_send_slot(struct sock *sk, struct espintcp_slot *slot)
 			ret = tcp_sendmsg_locked(sk, &msg, kv.iov_len);
 		} else {
 			const skb_frag_t *frag;
-			int i, more = 0;
+			int i;
 
 			off -= skb_headlen(skb);
 			for (i = 0; off >= skb_frag_size(&skb_shinfo(skb)->frags[i]); i++)
 				off -= skb_frag_size(&skb_shinfo(skb)->frags[i]);
 			frag = &skb_shinfo(skb)->frags[i];
-			if (i + 1 < skb_shinfo(skb)->nr_frags)
-				more = MSG_MORE | MSG_SENDPAGE_NOTLAST;
-			ret = espintcp_send_frag(sk, frag, off, flags | more);
+			ret = espintcp_send_frag(sk, frag, off, flags,
+						 i + 1 < skb_shinfo(skb)->nr_frags);
 		}
 		if (ret <= 0)
 			return ret ? ret : -EAGAIN;
@@ -394,11 +397,4 @@ unlock:
 free:
 	kfree_skb(skb);
 	return err;
-}
-
-int espintcp_sendpage(struct sock *sk, struct page *page, int offset,
-		      size_t size, int flags)
-{
-	/* A page is not a message: sendfile() and splice() would break framing. */
-	return -EOPNOTSUPP;
 }

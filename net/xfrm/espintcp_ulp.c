@@ -119,6 +119,20 @@ static int espintcp_family(const struct sock *sk)
 	return sk->sk_family == AF_INET6 ? ESPINTCP_V6 : ESPINTCP_V4;
 }
 
+/* TCP's socket operations with message semantics: our poll; no splice
+ * from or mmap of the byte stream; SO_PEEK_OFF refused (TCP honours it
+ * since 6.10, our recvmsg() has no byte offsets to peek at).
+ */
+static void espintcp_build_ops(struct proto_ops *ops,
+			       const struct proto_ops *base)
+{
+	*ops = *base;
+	ops->poll = espintcp_poll;
+	ops->splice_read = NULL;
+	ops->mmap = sock_no_mmap;
+	ops->set_peek_off = NULL;
+}
+
 /* Our operations for an IPv6 socket, built from its own the first time. */
 static const struct proto_ops *espintcp6_ops(const struct proto_ops *base)
 {
@@ -126,10 +140,7 @@ static const struct proto_ops *espintcp6_ops(const struct proto_ops *base)
 
 	mutex_lock(&espintcp6_ops_mutex);
 	if (!espintcp6_base_ops) {
-		espintcp_ops[ESPINTCP_V6] = *base;
-		espintcp_ops[ESPINTCP_V6].poll = espintcp_poll;
-		espintcp_ops[ESPINTCP_V6].splice_read = NULL;
-		espintcp_ops[ESPINTCP_V6].mmap = sock_no_mmap;
+		espintcp_build_ops(&espintcp_ops[ESPINTCP_V6], base);
 		espintcp6_base_ops = base;
 	}
 	if (base == espintcp6_base_ops)
@@ -149,6 +160,9 @@ static int espintcp_check_sock(struct sock *sk)
 	/* A listening socket is refused by the ULP core already. */
 	if (!((1 << sk->sk_state) & (TCPF_ESTABLISHED | TCPF_CLOSE_WAIT)))
 		return -ENOTCONN;
+	/* A peek offset (SO_PEEK_OFF) means nothing to message semantics. */
+	if (READ_ONCE(sk->sk_peek_off) >= 0)
+		return -EINVAL;
 	/* Someone else (a BPF psock, a tunnel) already owns the callbacks. */
 	if (sk->sk_user_data)
 		return -EBUSY;
@@ -341,22 +355,27 @@ static void espintcp_build_prot(struct proto *prot, const struct proto *base)
 	prot->disconnect = espintcp_disconnect;
 	prot->sendmsg = espintcp_sendmsg;
 	prot->recvmsg = espintcp_recvmsg;
-	prot->sendpage = espintcp_sendpage;
+	espintcp_refuse_sendpage(prot);
 	prot->psock_update_sk_prot = NULL;
 }
 
 static int __init espintcp_module_init(void)
 {
+	int err;
+
 	espintcp_build_prot(&espintcp_prot[ESPINTCP_V4], &tcp_prot);
-	espintcp_ops[ESPINTCP_V4] = inet_stream_ops;
-	espintcp_ops[ESPINTCP_V4].poll = espintcp_poll;
-	espintcp_ops[ESPINTCP_V4].splice_read = NULL;
-	espintcp_ops[ESPINTCP_V4].mmap = sock_no_mmap;
+	espintcp_build_ops(&espintcp_ops[ESPINTCP_V4], &inet_stream_ops);
 #if IS_ENABLED(CONFIG_IPV6)
 	espintcp_build_prot(&espintcp_prot[ESPINTCP_V6], &tcpv6_prot);
 #endif
-	tcp_register_ulp(&espintcp_ulp);
-	return 0;
+	/* A kernel built with CONFIG_INET_ESPINTCP has its own "espintcp":
+	 * that one stays, and so must its ESP types.
+	 */
+	err = tcp_register_ulp(&espintcp_ulp);
+	if (err)
+		pr_err("the kernel already has a TCP ULP \"espintcp\" (CONFIG_INET_ESPINTCP?), not loading: %d\n",
+		       err);
+	return err;
 }
 
 static void __exit espintcp_module_exit(void)

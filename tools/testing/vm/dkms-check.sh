@@ -70,6 +70,27 @@ else
 	sed 's/^/# /' "$tmp/dkms.log"
 fi
 
+# A kernel built with its own espintcp: DKMS must not build for it. Its
+# headers are played by this kernel's with CONFIG_INET_ESPINTCP=m in .config.
+own_espintcp_skipped() {
+	local fake=$tmp/own-espintcp out rc f
+
+	mkdir -p "$fake"
+	for f in "/lib/modules/$kver/build"/* "/lib/modules/$kver/build"/.[!.]*; do
+		ln -s "$(readlink -f "$f")" "$fake/${f##*/}"
+	done
+	rm -f "$fake/.config"
+	sed 's/^# CONFIG_INET_ESPINTCP is not set$/CONFIG_INET_ESPINTCP=m/' \
+		"/lib/modules/$kver/build/.config" > "$fake/.config"
+	grep -qx CONFIG_INET_ESPINTCP=m "$fake/.config" || return 1
+	out=$($sudo dkms build -m espintcp -v "$ver" -k "$kver" \
+		--kernelsourcedir "$fake" --force 2>&1)
+	rc=$?
+	echo "# dkms build: exit $rc: $(tail -2 <<<"$out" | tr '\n' ' ')"
+	[ "$rc" -eq 77 ] && grep -q BUILD_EXCLUSIVE <<<"$out"
+}
+check "dkms skips a kernel that has its own espintcp" own_espintcp_skipped
+
 check "dkms remove" scripts/dkms.sh remove
 stock_again() {
 	chosen esp4 "*/kernel/net/ipv4/esp4.ko*" &&

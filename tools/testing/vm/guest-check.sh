@@ -50,6 +50,36 @@ coexist() {
 	rmmod "$m"
 }
 
+# A kernel with its own espintcp (CONFIG_INET_ESPINTCP), played by a test
+# module that registers the name first: ours refuses to load, says why, and
+# the name is the stand-in's again once ours gave up.
+standin() {
+	local ko=$st/inject/espintcp_standin.ko err ulps
+
+	insmod "$ko" || return 1
+	if err=$(insmod ./espintcp.ko 2>&1); then
+		rmmod espintcp
+		rmmod espintcp_standin
+		echo "# espintcp loaded next to another espintcp ULP"
+		return 1
+	fi
+	echo "# insmod: $err"
+	ulps=$(cat /proc/sys/net/ipv4/tcp_available_ulp)
+	rmmod espintcp_standin || return 1
+	echo "# ULPs with the stand-in: $ulps; after: $(cat /proc/sys/net/ipv4/tcp_available_ulp)"
+	[ "$(grep -ow espintcp <<<"$ulps" | wc -l)" -eq 1 ] &&
+		! grep -qw espintcp /proc/sys/net/ipv4/tcp_available_ulp &&
+		grep -q 'File exists' <<<"$err" &&
+		dmesg | grep -q 'espintcp: the kernel already has a TCP ULP "espintcp"'
+}
+if [[ " ${mods[*]} " == *" espintcp "* ]]; then
+	if standin; then
+		ok "espintcp refuses to load where the kernel has its own"
+	else
+		notok "espintcp refuses to load where the kernel has its own"
+	fi
+fi
+
 for m in "${mods[@]}"; do
 	case $m in
 	esp4|esp6)

@@ -39,9 +39,10 @@ for mod in virtio_pci 9pnet_virtio 9p overlay; do
 	modprobe -S "$kver" --show-depends "$mod" | while read -r kw path _; do
 		[ "$kw" = insmod ] || continue
 		name=$(basename "$path")
+		name=${name%.xz}
 		grep -qx "$name" "$work/modules" && continue
 		case "$path" in
-		*.xz) xz -dc "$path" > "$work/lib/modules/${name%.xz}"; name=${name%.xz} ;;
+		*.xz) xz -dc "$path" > "$work/lib/modules/$name" ;;
 		*) cp "$path" "$work/lib/modules/$name" ;;
 		esac
 		echo "$name" >> "$work/modules"

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
@@ -659,6 +660,70 @@ TEST_F(ulp, attach_refused)
 	if (!setsockopt(ulp, IPPROTO_TCP, TCP_ULP, "tls", sizeof("tls"))) {
 		ASSERT_EQ(-1, attach(ulp));
 		ASSERT_EQ(EEXIST, errno);
+	}
+	close(raw);
+	close(ulp);
+}
+
+/*
+ * Pages are not messages: sendfile() and splice() into the socket are
+ * refused (6.1 reaches our sendpage, 6.12 our sendmsg with
+ * MSG_SPLICE_PAGES), and nothing of them reaches the stream.
+ */
+TEST_F(ulp, sendfile_and_splice_refused)
+{
+	char path[] = "/tmp/espintcp-sendfile.XXXXXX";
+	uint8_t msg[4 + 64], buf[128];
+	int fd, pipefd[2];
+	off_t off = 0;
+
+	memset(msg, 0, 4);
+	fill(msg + 4, 64, 7);
+	fd = mkstemp(path);
+	ASSERT_LE(0, fd);
+	unlink(path);
+	ASSERT_EQ(0, write_all(fd, msg, sizeof(msg)));
+
+	ASSERT_EQ(-1, sendfile(self->ulp, fd, &off, sizeof(msg)));
+	EXPECT_EQ(EOPNOTSUPP, errno);
+	close(fd);
+
+	ASSERT_EQ(0, pipe(pipefd));
+	ASSERT_EQ(0, write_all(pipefd[1], msg, sizeof(msg)));
+	ASSERT_EQ(-1, splice(pipefd[0], NULL, self->ulp, NULL, sizeof(msg),
+			     SPLICE_F_NONBLOCK));
+	EXPECT_EQ(EOPNOTSUPP, errno);
+	close(pipefd[0]);
+	close(pipefd[1]);
+
+	/* The stream is intact: the next message is the first frame. */
+	fill(msg + 4, 64, 8);
+	ASSERT_EQ(sizeof(msg), send(self->ulp, msg, sizeof(msg), 0));
+	ASSERT_EQ(2 + sizeof(msg), read_frame(self->raw, buf, sizeof(buf)));
+	ASSERT_EQ(0, memcmp(buf + 2, msg, sizeof(msg)));
+}
+
+/*
+ * SO_PEEK_OFF (honoured by TCP since 6.10) has no meaning for messages:
+ * refused on an espintcp socket, and a socket that has one set cannot
+ * become one.
+ */
+TEST_F(ulp, peek_offset_refused)
+{
+	int zero = 0, raw, ulp;
+
+	ASSERT_EQ(-1, setsockopt(self->ulp, SOL_SOCKET, SO_PEEK_OFF, &zero,
+				 sizeof(zero)));
+	ASSERT_EQ(EOPNOTSUPP, errno);
+
+	ASSERT_EQ(0, connect_pair(&self->t, self->lfd, &raw, &ulp, false));
+	if (setsockopt(ulp, SOL_SOCKET, SO_PEEK_OFF, &zero, sizeof(zero))) {
+		/* TCP without peek offsets (6.1): nothing to refuse. */
+		ASSERT_EQ(EOPNOTSUPP, errno);
+		ASSERT_EQ(0, attach(ulp));
+	} else {
+		ASSERT_EQ(-1, attach(ulp));
+		ASSERT_EQ(EINVAL, errno);
 	}
 	close(raw);
 	close(ulp);

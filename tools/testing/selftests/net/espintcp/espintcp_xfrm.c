@@ -26,6 +26,7 @@
 #include <sys/prctl.h>
 #include <sys/ioctl.h>
 #include <sys/sendfile.h>
+#include <sys/utsname.h>
 #include <time.h>
 
 #include "kselftest_harness.h"
@@ -1014,6 +1015,33 @@ TEST_F(tcp, offload_refused)
 			  "offload dev veth0 dir out 2>/dev/null"));
 	EXPECT_NE(0, runf("ip xfrm state get src %s dst %s proto esp spi 0x3000 >/dev/null 2>&1",
 			  e->a, e->b));
+}
+
+/*
+ * The draft NAT-T encapsulation (espinudp-nonike): kept where the kernel
+ * still receives it (Debian's 6.1), refused where the kernel's own ESP types
+ * refuse it (Linux 6.10 and later, so Debian's 6.12), exactly as stock.
+ */
+TEST_F(tcp, udp_non_ike_as_stock)
+{
+	struct env *e = &self->e;
+	struct utsname u;
+	int major = 0, minor = 0, rc;
+
+	ASSERT_EQ(0, uname(&u));
+	ASSERT_EQ(2, sscanf(u.release, "%d.%d", &major, &minor));
+	rc = runf("ip xfrm state add src %s dst %s proto esp spi 0x3001 %s %s",
+		  e->a, e->b, alg_gcm,
+		  "encap espinudp-nonike 4500 4500 0.0.0.0 2>/dev/null");
+	if (major < 6 || (major == 6 && minor < 10)) {
+		EXPECT_EQ(0, rc);
+	} else {
+		EXPECT_NE(0, rc);
+		EXPECT_NE(0, runf("ip xfrm state get src %s dst %s proto esp spi 0x3001 %s",
+				  e->a, e->b, ">/dev/null 2>&1"));
+	}
+	runf("ip xfrm state delete src %s dst %s proto esp spi 0x3001 2>/dev/null",
+	     e->a, e->b);
 }
 
 TEST_HARNESS_MAIN

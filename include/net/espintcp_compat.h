@@ -103,7 +103,11 @@ static inline void espintcp_refuse_sendpage(struct proto *prot)
  */
 static inline bool espintcp_udp_non_ike_supported(void)
 {
-	return IS_ENABLED(ESPINTCP_HAVE_ESPINUDP_NON_IKE);
+#ifdef ESPINTCP_HAVE_ESPINUDP_NON_IKE
+	return true;
+#else
+	return false;
+#endif
 }
 
 #endif /* _NET_ESPINTCP_COMPAT_H */

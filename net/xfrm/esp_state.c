@@ -172,7 +172,7 @@ static int esp_check_encap(const struct xfrm_state *x,
 	case UDP_ENCAP_ESPINUDP_NON_IKE:
 		if (espintcp_udp_non_ike_supported())
 			return 0;
-		NL_SET_ERR_MSG(extack, "ESP: non-IKE UDP encapsulation is not supported by this kernel");
+		NL_SET_ERR_MSG(extack, "ESP: this kernel has no non-IKE UDP encapsulation");
 		return -EINVAL;
 	case UDP_ENCAP_ESPINUDP:
 	case TCP_ENCAP_ESPINTCP:

@@ -1026,10 +1026,11 @@ TEST_F(tcp, udp_non_ike_as_stock)
 {
 	struct env *e = &self->e;
 	struct utsname u;
-	int major = 0, minor = 0, rc;
+	int major = 0, minor = 0, n, rc;
 
 	ASSERT_EQ(0, uname(&u));
-	ASSERT_EQ(2, sscanf(u.release, "%d.%d", &major, &minor));
+	n = sscanf(u.release, "%d.%d", &major, &minor);
+	ASSERT_EQ(2, n);
 	rc = runf("ip xfrm state add src %s dst %s proto esp spi 0x3001 %s %s",
 		  e->a, e->b, alg_gcm,
 		  "encap espinudp-nonike 4500 4500 0.0.0.0 2>/dev/null");

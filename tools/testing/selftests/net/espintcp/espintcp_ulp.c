@@ -794,26 +794,41 @@ static void on_alarm(int sig)
 {
 }
 
-/* A signal interrupts blocking recv and send with EINTR (no SA_RESTART). */
+/* A signal interrupts blocking recv and send with EINTR (no SA_RESTART).
+ * The timer repeats: a signal that lands between two calls (a slow guest
+ * may still be filling the send buffer) must not leave the next one
+ * blocked for ever.
+ */
 TEST_F_TIMEOUT(ulp, signal_interrupts_blocking_calls, 300)
 {
 	struct sigaction sa = { .sa_handler = on_alarm };
-	struct itimerval it = { .it_value.tv_usec = 200000 };
+	struct itimerval it = {
+		.it_value.tv_usec = 200000,
+		.it_interval.tv_usec = 200000,
+	};
+	struct itimerval off = { 0 };
 	static uint8_t msg[10000];
 	uint8_t out[16];
+	ssize_t n;
 	int i;
 
 	ASSERT_EQ(0, sigaction(SIGALRM, &sa, NULL));
 	ASSERT_EQ(0, setitimer(ITIMER_REAL, &it, NULL));
-	ASSERT_EQ(-1, recv(self->ulp, out, sizeof(out), 0));
+	n = recv(self->ulp, out, sizeof(out), 0);
+	ASSERT_EQ(0, setitimer(ITIMER_REAL, &off, NULL));
+	ASSERT_EQ(-1, n);
 	ASSERT_EQ(EINTR, errno);
 
 	/* The peer does not read: blocking sends end up waiting. */
 	ASSERT_EQ(0, setitimer(ITIMER_REAL, &it, NULL));
-	for (i = 0; i < 100000; i++)
-		if (send(self->ulp, msg, sizeof(msg), 0) != sizeof(msg))
+	for (i = 0; i < 100000; i++) {
+		n = send(self->ulp, msg, sizeof(msg), 0);
+		if (n != sizeof(msg))
 			break;
+	}
+	ASSERT_EQ(0, setitimer(ITIMER_REAL, &off, NULL));
 	ASSERT_LT(i, 100000);
+	ASSERT_EQ(-1, n);
 	ASSERT_EQ(EINTR, errno);
 }
 

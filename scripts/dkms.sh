@@ -7,6 +7,7 @@
 # remove them again. Root (or sudo).
 #
 #   scripts/dkms.sh install [KVER]
+#   scripts/dkms.sh add          (register only; the tests use it)
 #   scripts/dkms.sh remove
 
 set -euo pipefail
@@ -22,9 +23,8 @@ command -v dkms >/dev/null || {
 	exit 1
 }
 
-case ${1:-} in
-install)
-	kver=${2:-}
+# Register the sources of this tree with DKMS.
+add() {
 	$sudo rm -rf "$src"
 	$sudo mkdir -p "$src"
 	# Sources only, never objects of an earlier build in this tree.
@@ -32,6 +32,15 @@ install)
 		$sudo cp --parents -t "$src" $(cat)
 	sed "s/#MODULE_VERSION#/$ver/" dkms.conf | $sudo tee "$src/dkms.conf" >/dev/null
 	$sudo dkms add -m espintcp -v "$ver"
+}
+
+case ${1:-} in
+add)
+	add
+	;;
+install)
+	kver=${2:-}
+	add
 	if [ -n "$kver" ]; then
 		$sudo dkms install -m espintcp -v "$ver" -k "$kver"
 	else
@@ -45,7 +54,7 @@ remove)
 	$sudo rm -rf "$src"
 	;;
 *)
-	echo "usage: $0 install [KVER] | remove" >&2
+	echo "usage: $0 install [KVER] | add | remove" >&2
 	exit 1
 	;;
 esac

@@ -70,10 +70,21 @@ else
 	sed 's/^/# /' "$tmp/dkms.log"
 fi
 
+
+check "dkms remove" scripts/dkms.sh remove
+stock_again() {
+	chosen esp4 "*/kernel/net/ipv4/esp4.ko*" &&
+		chosen esp6 "*/kernel/net/ipv6/esp6.ko*" &&
+		! modinfo -k "$kver" -n espintcp >/dev/null 2>&1
+}
+check "after dkms remove the stock esp4/esp6 are chosen, espintcp is gone" stock_again
+
 # A kernel built with its own espintcp: DKMS must not build for it. Its
-# headers are played by this kernel's with CONFIG_INET_ESPINTCP=m in .config.
+# headers are played by this kernel's with CONFIG_INET_ESPINTCP=m in .config,
+# under a release name of its own so that DKMS's state for the real kernel
+# is not touched.
 own_espintcp_skipped() {
-	local fake=$tmp/own-espintcp out rc f
+	local fake=$tmp/own-espintcp own=${kver%-*}-ownespintcp out rc f
 
 	mkdir -p "$fake"
 	for f in "/lib/modules/$kver/build"/* "/lib/modules/$kver/build"/.[!.]*; do
@@ -83,21 +94,15 @@ own_espintcp_skipped() {
 	sed 's/^# CONFIG_INET_ESPINTCP is not set$/CONFIG_INET_ESPINTCP=m/' \
 		"/lib/modules/$kver/build/.config" > "$fake/.config"
 	grep -qx CONFIG_INET_ESPINTCP=m "$fake/.config" || return 1
-	out=$($sudo dkms build -m espintcp -v "$ver" -k "$kver" \
-		--kernelsourcedir "$fake" --force 2>&1)
+	scripts/dkms.sh add >/dev/null || return 1
+	out=$($sudo dkms build -m espintcp -v "$ver" -k "$own" \
+		--kernelsourcedir "$fake" 2>&1)
 	rc=$?
 	echo "# dkms build: exit $rc: $(tail -2 <<<"$out" | tr '\n' ' ')"
+	scripts/dkms.sh remove >/dev/null || return 1
 	[ "$rc" -eq 77 ] && grep -q BUILD_EXCLUSIVE <<<"$out"
 }
 check "dkms skips a kernel that has its own espintcp" own_espintcp_skipped
-
-check "dkms remove" scripts/dkms.sh remove
-stock_again() {
-	chosen esp4 "*/kernel/net/ipv4/esp4.ko*" &&
-		chosen esp6 "*/kernel/net/ipv6/esp6.ko*" &&
-		! modinfo -k "$kver" -n espintcp >/dev/null 2>&1
-}
-check "after dkms remove the stock esp4/esp6 are chosen, espintcp is gone" stock_again
 
 # The package: its postinst builds through DKMS, purging removes it all.
 deb=$tmp/espintcp-dkms_${ver}_all.deb

@@ -47,6 +47,7 @@ struct espintcp_stats {
 	u64	esp_rx_drops;	/* no memory or XFRM backlog full */
 	u64	bad_rx;		/* too short for a marker or an SPI */
 	u64	esp_tx_drops;	/* ESP queue full, or dropped at close */
+	u64	tx_work;	/* runs of the tx work */
 };
 
 /* The one message being written to TCP. Its bytes never interleave with any

@@ -175,6 +175,8 @@ static void espintcp_tx_work(struct work_struct *work)
 	struct sock *sk = ctx->sk;
 	int err;
 
+	/* The work never runs twice at once: a plain increment is enough. */
+	ESPINTCP_INC(ctx, tx_work);
 	if (test_and_clear_bit(ESPINTCP_ABORT, &ctx->flags)) {
 		/* A framing error: RFC 9329 section 3 says close. */
 		tcp_abort(sk, READ_ONCE(ctx->rx_err) ? : EPROTO);

@@ -267,8 +267,12 @@ static void espintcp_rcv(struct strparser *strp, struct sk_buff *skb)
 		goto out;
 	}
 
+	/* Too short for a marker or an SPI, or a marker with nothing after
+	 * it: no IKE message (RFC 9329 section 3) and no ESP either.
+	 */
 	if (len < ESPINTCP_NON_ESP_MARKER ||
-	    skb_copy_bits(skb, off, &marker, sizeof(marker))) {
+	    skb_copy_bits(skb, off, &marker, sizeof(marker)) ||
+	    (len == ESPINTCP_NON_ESP_MARKER && !marker)) {
 		ESPINTCP_INC(ctx, bad_rx);
 		goto out;
 	}

@@ -63,8 +63,12 @@ static void espintcp_queue_ike(struct espintcp_ctx *ctx, struct sk_buff *skb,
 		return;
 	}
 
+	/* Admitted while the queue is below the limit, as datagram sockets
+	 * do: a message whose copy alone exceeds SO_RCVBUF (up to 65533 bytes
+	 * are allowed) still reaches an IKE daemon that keeps up.
+	 */
 	spin_lock_bh(&ctx->ike_rxq.lock);
-	if (ctx->ike_rxq_mem + msg->truesize <= READ_ONCE(sk->sk_rcvbuf)) {
+	if (ctx->ike_rxq_mem < READ_ONCE(sk->sk_rcvbuf)) {
 		ctx->ike_rxq_mem += msg->truesize;
 		__skb_queue_tail(&ctx->ike_rxq, msg);
 		queued = true;

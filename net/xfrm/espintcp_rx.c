@@ -135,7 +135,8 @@ static void espintcp_build_l2(struct sk_buff *nskb, struct net_device *dev)
  * [IP header][struct espintcp_encaphdr][ESP], copied out of the stream so
  * that decryption in place can never touch pages shared with the page cache
  * or another skb, with headers describing the connection. Called under
- * rcu_read_lock(): the skb may hold a noref dst until XFRM takes it over.
+ * rcu_read_lock() with BH disabled; the skb holds a reference on its route,
+ * which outlives this RCU section in the XFRM transport queue.
  */
 static struct sk_buff *espintcp_build_esp(struct espintcp_ctx *ctx,
 					  struct sk_buff *skb,
@@ -183,8 +184,8 @@ static struct sk_buff *espintcp_build_esp(struct espintcp_ctx *ctx,
 		rx_dst = dst_check(rx_dst, READ_ONCE(sk->sk_rx_dst_cookie));
 	else
 		rx_dst = NULL;
-	if (rx_dst)
-		skb_dst_set_noref(nskb, rx_dst);
+	if (rx_dst && dst_hold_safe(rx_dst))
+		skb_dst_set(nskb, rx_dst);
 	nskb->mark = skb->mark;
 	nskb->pkt_type = PACKET_HOST;
 	nskb->ip_summed = CHECKSUM_NONE;
@@ -232,25 +233,34 @@ static void espintcp_deliver_esp(struct espintcp_ctx *ctx, struct sk_buff *skb,
 {
 	struct net *net = sock_net(ctx->sk);
 	struct sk_buff *nskb;
+	int err = -ENOMEM;
 
-	nskb = espintcp_build_esp(ctx, skb, off, len);
-	if (!nskb)
-		goto drop;
-
-	/* XFRM may deliver the decrypted packet synchronously, possibly to
-	 * this very socket whose lock we hold: hand it over from a clean
-	 * softirq context instead.
+	/* strparser runs us in softirq, or from its work item in process
+	 * context for what waited in the backlog of an owned socket. The
+	 * ingress device and the socket's route are RCU-protected, and the
+	 * XFRM transport queue is per CPU and drained in softirq.
 	 */
-	atomic_inc(&espintcp_rx_inflight);
-	if (xfrm_trans_queue_net(net, nskb, espintcp_esp_finish)) {
-		atomic_dec(&espintcp_rx_inflight);
-		kfree_skb(nskb);
-		goto drop;
+	local_bh_disable();
+	rcu_read_lock();
+	nskb = espintcp_build_esp(ctx, skb, off, len);
+	if (nskb) {
+		/* XFRM may deliver the decrypted packet synchronously,
+		 * possibly to this very socket whose lock we hold: hand it
+		 * over from a clean softirq context instead.
+		 */
+		atomic_inc(&espintcp_rx_inflight);
+		err = xfrm_trans_queue_net(net, nskb, espintcp_esp_finish);
+		if (err) {
+			atomic_dec(&espintcp_rx_inflight);
+			kfree_skb(nskb);
+		}
 	}
-	ESPINTCP_INC(ctx, esp_rx);
-	return;
-
-drop:
+	rcu_read_unlock();
+	local_bh_enable();
+	if (!err) {
+		ESPINTCP_INC(ctx, esp_rx);
+		return;
+	}
 	ESPINTCP_INC(ctx, esp_rx_drops);
 	XFRM_INC_STATS(net, LINUX_MIB_XFRMINERROR);
 }

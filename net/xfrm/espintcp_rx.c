@@ -117,15 +117,17 @@ static bool espintcp_sk_is_v6(const struct sock *sk)
  */
 static void espintcp_build_l2(struct sk_buff *nskb, struct net_device *dev)
 {
-	int hlen = 0;
+	int hlen;
 
+	/* create() may push its header and still fail (a GRE device without
+	 * a remote address has no destination to put in it): then none.
+	 */
 	if (dev->header_ops && dev->hard_header_len &&
-	    skb_headroom(nskb) >= LL_RESERVED_SPACE(dev)) {
-		hlen = dev_hard_header(nskb, dev, ntohs(nskb->protocol),
-				       dev->dev_addr, NULL, nskb->len);
-		if (hlen < 0)
-			hlen = 0;
-	}
+	    skb_headroom(nskb) >= LL_RESERVED_SPACE(dev) &&
+	    dev_hard_header(nskb, dev, ntohs(nskb->protocol), dev->dev_addr,
+			    NULL, nskb->len) < 0)
+		__skb_pull(nskb, skb_network_offset(nskb));
+	hlen = skb_network_offset(nskb);
 	skb_reset_mac_header(nskb);
 	nskb->mac_len = hlen;
 	__skb_pull(nskb, hlen);

@@ -64,6 +64,12 @@ static int espintcp_send_slot(struct sock *sk, struct espintcp_slot *slot)
 	const int flags = MSG_DONTWAIT | MSG_NOSIGNAL;
 	int ret;
 
+	/* TCP would report a pending error by consuming it (sock_error()):
+	 * it belongs to the user's next call, not to us.
+	 */
+	if (READ_ONCE(sk->sk_err))
+		return -EPIPE;
+
 	while (slot->offset < skb->len) {
 		unsigned int off = slot->offset;
 

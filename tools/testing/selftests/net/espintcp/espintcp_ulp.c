@@ -30,6 +30,7 @@
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kselftest_harness.h"
@@ -643,12 +644,20 @@ static long long diag_counter(int fd, const char *name)
 	return v;
 }
 
-/* Poll a counter until it is @want, bounded; returns the last value. */
+static long long now_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec * 1000LL + t.tv_nsec / 1000000;
+}
+
+/* Poll a counter until it is @want, for WAIT_MS; returns the last value. */
 static long long wait_diag(int fd, const char *name, long long want)
 {
-	long long v = diag_counter(fd, name);
+	long long end = now_ms() + WAIT_MS, v = diag_counter(fd, name);
 
-	for (int i = 0; i < WAIT_MS / 20 && v != want; i++) {
+	while (v != want && now_ms() < end) {
 		usleep(20000);
 		v = diag_counter(fd, name);
 	}

@@ -31,6 +31,14 @@ void esp_core_destroy_state(struct xfrm_state *x);
 int esp_core_output(struct xfrm_state *x, struct sk_buff *skb);
 int esp_core_input(struct xfrm_state *x, struct sk_buff *skb);
 
+/* esp_core_rcv_cb - the xfrm4/6_protocol cb_handler for both families
+ *
+ * Called once XFRM is done with a received packet (@err 0) or drops it. A
+ * negative return drops it without counting an error: used for RFC 4303
+ * dummy packets, authenticated and replay-checked like any other.
+ */
+int esp_core_rcv_cb(struct sk_buff *skb, int err);
+
 /* esp_core_may_register - may an ESP type be registered for @family?
  *
  * -EBUSY (and a kernel message naming @modname) when another ESP type, such

@@ -73,11 +73,6 @@ static int esp4_err(struct sk_buff *skb, u32 info)
 	return 0;
 }
 
-static int esp4_rcv_cb(struct sk_buff *skb, int err)
-{
-	return 0;
-}
-
 static const struct xfrm_type esp4_type = {
 	.owner		= THIS_MODULE,
 	.proto		= IPPROTO_ESP,
@@ -91,7 +86,7 @@ static const struct xfrm_type esp4_type = {
 static struct xfrm4_protocol esp4_protocol = {
 	.handler	= xfrm4_rcv,
 	.input_handler	= xfrm_input,
-	.cb_handler	= esp4_rcv_cb,
+	.cb_handler	= esp_core_rcv_cb,
 	.err_handler	= esp4_err,
 	.priority	= 0,
 };

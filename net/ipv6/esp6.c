@@ -69,11 +69,6 @@ static int esp6_err(struct sk_buff *skb, struct inet6_skb_parm *opt,
 	return 0;
 }
 
-static int esp6_rcv_cb(struct sk_buff *skb, int err)
-{
-	return 0;
-}
-
 static const struct xfrm_type esp6_type = {
 	.owner		= THIS_MODULE,
 	.proto		= IPPROTO_ESP,
@@ -87,7 +82,7 @@ static const struct xfrm_type esp6_type = {
 static struct xfrm6_protocol esp6_protocol = {
 	.handler	= xfrm6_rcv,
 	.input_handler	= xfrm_input,
-	.cb_handler	= esp6_rcv_cb,
+	.cb_handler	= esp_core_rcv_cb,
 	.err_handler	= esp6_err,
 	.priority	= 0,
 };

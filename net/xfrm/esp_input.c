@@ -155,3 +155,17 @@ int esp_core_input(struct xfrm_state *x, struct sk_buff *skb)
 	return esp_input_finish(x, skb, err);
 }
 EXPORT_SYMBOL_GPL(esp_core_input);
+
+/* RFC 4303 2.6: a dummy packet (next header 59, "no next header") must be
+ * discarded. XFRM has verified, counted and replay-checked it by now; in
+ * transport and BEET mode it would otherwise pass the packet up, and IPv4
+ * answers an unknown protocol with an ICMP error. (In tunnel mode the core
+ * refuses it before, as a mode error.)
+ */
+int esp_core_rcv_cb(struct sk_buff *skb, int err)
+{
+	if (!err && XFRM_MODE_SKB_CB(skb)->protocol == IPPROTO_NONE)
+		return -ENODATA;
+	return 0;
+}
+EXPORT_SYMBOL_GPL(esp_core_rcv_cb);

@@ -30,6 +30,8 @@
 #define ESPINTCP_NON_ESP_MARKER	4
 /* How many ESP packets may wait while the socket or the slot is busy. */
 #define ESPINTCP_ESP_TXQ_MAX	128
+/* When TCP refuses memory with nothing in flight, try again after this. */
+#define ESPINTCP_TX_RETRY	(HZ / 10)
 
 enum {
 	ESPINTCP_CLOSING,	/* close() started: queue nothing, arm nothing */
@@ -47,6 +49,7 @@ struct espintcp_stats {
 	u64	esp_rx_drops;	/* no memory or XFRM backlog full */
 	u64	bad_rx;		/* too short for a marker or an SPI */
 	u64	esp_tx_drops;	/* ESP queue full, or dropped at close */
+	u64	tx_work;	/* runs of the tx work */
 };
 
 /* The one message being written to TCP. Its bytes never interleave with any
@@ -74,7 +77,8 @@ struct espintcp_ctx {
 	struct sk_buff_head	esp_txq;
 	atomic_t		ike_waiters;	/* senders wanting the slot */
 	bool			tx_last_ike;	/* kind of the last completed message */
-	struct work_struct	tx_work;
+	bool			tx_in_tcp;	/* in TCP's send, socket lock owned */
+	struct delayed_work	tx_work;
 
 	struct espintcp_stats	stats;
 
@@ -119,6 +123,7 @@ void espintcp_rx_wait_idle(void);
 void espintcp_tx_init(struct espintcp_ctx *ctx);
 void espintcp_tx_stop(struct espintcp_ctx *ctx);
 void espintcp_tx_kick(struct espintcp_ctx *ctx);
+void espintcp_tx_retry(struct espintcp_ctx *ctx);
 void espintcp_write_space(struct sock *sk);
 int espintcp_sendmsg(struct sock *sk, struct msghdr *msg, size_t size);
 

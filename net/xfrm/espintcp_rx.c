@@ -63,8 +63,12 @@ static void espintcp_queue_ike(struct espintcp_ctx *ctx, struct sk_buff *skb,
 		return;
 	}
 
+	/* Admitted while the queue is below the limit, as datagram sockets
+	 * do: a message whose copy alone exceeds SO_RCVBUF (up to 65533 bytes
+	 * are allowed) still reaches an IKE daemon that keeps up.
+	 */
 	spin_lock_bh(&ctx->ike_rxq.lock);
-	if (ctx->ike_rxq_mem + msg->truesize <= READ_ONCE(sk->sk_rcvbuf)) {
+	if (ctx->ike_rxq_mem < READ_ONCE(sk->sk_rcvbuf)) {
 		ctx->ike_rxq_mem += msg->truesize;
 		__skb_queue_tail(&ctx->ike_rxq, msg);
 		queued = true;
@@ -113,15 +117,17 @@ static bool espintcp_sk_is_v6(const struct sock *sk)
  */
 static void espintcp_build_l2(struct sk_buff *nskb, struct net_device *dev)
 {
-	int hlen = 0;
+	int hlen;
 
+	/* create() may push its header and still fail (a GRE device without
+	 * a remote address has no destination to put in it): then none.
+	 */
 	if (dev->header_ops && dev->hard_header_len &&
-	    skb_headroom(nskb) >= LL_RESERVED_SPACE(dev)) {
-		hlen = dev_hard_header(nskb, dev, ntohs(nskb->protocol),
-				       dev->dev_addr, NULL, nskb->len);
-		if (hlen < 0)
-			hlen = 0;
-	}
+	    skb_headroom(nskb) >= LL_RESERVED_SPACE(dev) &&
+	    dev_hard_header(nskb, dev, ntohs(nskb->protocol), dev->dev_addr,
+			    NULL, nskb->len) < 0)
+		__skb_pull(nskb, skb_network_offset(nskb));
+	hlen = skb_network_offset(nskb);
 	skb_reset_mac_header(nskb);
 	nskb->mac_len = hlen;
 	__skb_pull(nskb, hlen);
@@ -131,7 +137,8 @@ static void espintcp_build_l2(struct sk_buff *nskb, struct net_device *dev)
  * [IP header][struct espintcp_encaphdr][ESP], copied out of the stream so
  * that decryption in place can never touch pages shared with the page cache
  * or another skb, with headers describing the connection. Called under
- * rcu_read_lock(): the skb may hold a noref dst until XFRM takes it over.
+ * rcu_read_lock() with BH disabled; the skb holds a reference on its route,
+ * which outlives this RCU section in the XFRM transport queue.
  */
 static struct sk_buff *espintcp_build_esp(struct espintcp_ctx *ctx,
 					  struct sk_buff *skb,
@@ -179,8 +186,8 @@ static struct sk_buff *espintcp_build_esp(struct espintcp_ctx *ctx,
 		rx_dst = dst_check(rx_dst, READ_ONCE(sk->sk_rx_dst_cookie));
 	else
 		rx_dst = NULL;
-	if (rx_dst)
-		skb_dst_set_noref(nskb, rx_dst);
+	if (rx_dst && dst_hold_safe(rx_dst))
+		skb_dst_set(nskb, rx_dst);
 	nskb->mark = skb->mark;
 	nskb->pkt_type = PACKET_HOST;
 	nskb->ip_summed = CHECKSUM_NONE;
@@ -228,25 +235,34 @@ static void espintcp_deliver_esp(struct espintcp_ctx *ctx, struct sk_buff *skb,
 {
 	struct net *net = sock_net(ctx->sk);
 	struct sk_buff *nskb;
+	int err = -ENOMEM;
 
-	nskb = espintcp_build_esp(ctx, skb, off, len);
-	if (!nskb)
-		goto drop;
-
-	/* XFRM may deliver the decrypted packet synchronously, possibly to
-	 * this very socket whose lock we hold: hand it over from a clean
-	 * softirq context instead.
+	/* strparser runs us in softirq, or from its work item in process
+	 * context for what waited in the backlog of an owned socket. The
+	 * ingress device and the socket's route are RCU-protected, and the
+	 * XFRM transport queue is per CPU and drained in softirq.
 	 */
-	atomic_inc(&espintcp_rx_inflight);
-	if (xfrm_trans_queue_net(net, nskb, espintcp_esp_finish)) {
-		atomic_dec(&espintcp_rx_inflight);
-		kfree_skb(nskb);
-		goto drop;
+	local_bh_disable();
+	rcu_read_lock();
+	nskb = espintcp_build_esp(ctx, skb, off, len);
+	if (nskb) {
+		/* XFRM may deliver the decrypted packet synchronously,
+		 * possibly to this very socket whose lock we hold: hand it
+		 * over from a clean softirq context instead.
+		 */
+		atomic_inc(&espintcp_rx_inflight);
+		err = xfrm_trans_queue_net(net, nskb, espintcp_esp_finish);
+		if (err) {
+			atomic_dec(&espintcp_rx_inflight);
+			kfree_skb(nskb);
+		}
 	}
-	ESPINTCP_INC(ctx, esp_rx);
-	return;
-
-drop:
+	rcu_read_unlock();
+	local_bh_enable();
+	if (!err) {
+		ESPINTCP_INC(ctx, esp_rx);
+		return;
+	}
 	ESPINTCP_INC(ctx, esp_rx_drops);
 	XFRM_INC_STATS(net, LINUX_MIB_XFRMINERROR);
 }
@@ -267,8 +283,12 @@ static void espintcp_rcv(struct strparser *strp, struct sk_buff *skb)
 		goto out;
 	}
 
+	/* Too short for a marker or an SPI, or a marker with nothing after
+	 * it: no IKE message (RFC 9329 section 3) and no ESP either.
+	 */
 	if (len < ESPINTCP_NON_ESP_MARKER ||
-	    skb_copy_bits(skb, off, &marker, sizeof(marker))) {
+	    skb_copy_bits(skb, off, &marker, sizeof(marker)) ||
+	    (len == ESPINTCP_NON_ESP_MARKER && !marker)) {
 		ESPINTCP_INC(ctx, bad_rx);
 		goto out;
 	}

@@ -15,12 +15,22 @@
 
 #include "espintcp.h"
 
-/* Any context: arm the tx work unless close() has begun. Queue lock held. */
+/* Any context: run the tx work now unless close() has begun. Queue lock
+ * held.
+ */
 void espintcp_tx_kick(struct espintcp_ctx *ctx)
 {
 	lockdep_assert_held(&ctx->esp_txq.lock);
 	if (!espintcp_closing(ctx))
-		schedule_work(&ctx->tx_work);
+		mod_delayed_work(system_wq, &ctx->tx_work, 0);
+}
+
+/* As espintcp_tx_kick(), but later, unless it is armed already. */
+void espintcp_tx_retry(struct espintcp_ctx *ctx)
+{
+	lockdep_assert_held(&ctx->esp_txq.lock);
+	if (!espintcp_closing(ctx))
+		queue_delayed_work(system_wq, &ctx->tx_work, ESPINTCP_TX_RETRY);
 }
 
 static void espintcp_wake_writers(struct sock *sk)
@@ -65,9 +75,18 @@ static int espintcp_send_frag(struct sock *sk, const skb_frag_t *frag,
 static int espintcp_send_slot(struct sock *sk, struct espintcp_slot *slot)
 {
 	struct sk_buff *skb = slot->skb;
+	struct espintcp_ctx *ctx = espintcp_ctx(sk);
 	const int flags = MSG_DONTWAIT | MSG_NOSIGNAL;
-	int ret;
+	int ret = 0;
 
+	/* TCP would report a pending error by consuming it (sock_error()):
+	 * it belongs to the user's next call, not to us.
+	 */
+	if (READ_ONCE(sk->sk_err))
+		return -EPIPE;
+
+	/* See espintcp_write_space(). */
+	WRITE_ONCE(ctx->tx_in_tcp, true);
 	while (slot->offset < skb->len) {
 		unsigned int off = slot->offset;
 
@@ -94,11 +113,15 @@ static int espintcp_send_slot(struct sock *sk, struct espintcp_slot *slot)
 			ret = espintcp_send_frag(sk, frag, off, flags,
 						 i + 1 < skb_shinfo(skb)->nr_frags);
 		}
-		if (ret <= 0)
-			return ret ? ret : -EAGAIN;
+		if (ret <= 0) {
+			ret = ret ? ret : -EAGAIN;
+			break;
+		}
 		slot->offset += ret;
+		ret = 0;
 	}
-	return 0;
+	WRITE_ONCE(ctx->tx_in_tcp, false);
+	return ret;
 }
 
 static void espintcp_slot_done(struct espintcp_ctx *ctx)
@@ -173,11 +196,13 @@ static void espintcp_tx_purge(struct espintcp_ctx *ctx)
 
 static void espintcp_tx_work(struct work_struct *work)
 {
-	struct espintcp_ctx *ctx = container_of(work, struct espintcp_ctx,
-						tx_work);
+	struct espintcp_ctx *ctx = container_of(to_delayed_work(work),
+						struct espintcp_ctx, tx_work);
 	struct sock *sk = ctx->sk;
 	int err;
 
+	/* The work never runs twice at once: a plain increment is enough. */
+	ESPINTCP_INC(ctx, tx_work);
 	if (test_and_clear_bit(ESPINTCP_ABORT, &ctx->flags)) {
 		/* A framing error: RFC 9329 section 3 says close. */
 		tcp_abort(sk, READ_ONCE(ctx->rx_err) ? : EPROTO);
@@ -193,7 +218,7 @@ static void espintcp_tx_work(struct work_struct *work)
 void espintcp_tx_init(struct espintcp_ctx *ctx)
 {
 	skb_queue_head_init(&ctx->esp_txq);
-	INIT_WORK(&ctx->tx_work, espintcp_tx_work);
+	INIT_DELAYED_WORK(&ctx->tx_work, espintcp_tx_work);
 }
 
 /* close(): ESPINTCP_CLOSING is set, nothing can arm the work again. */
@@ -201,7 +226,7 @@ void espintcp_tx_stop(struct espintcp_ctx *ctx)
 {
 	struct sock *sk = ctx->sk;
 
-	cancel_work_sync(&ctx->tx_work);
+	cancel_delayed_work_sync(&ctx->tx_work);
 
 	/* Give TCP the partial message, if any, so that the peer does not see
 	 * a truncated frame before the FIN; what remains queued is dropped.
@@ -213,6 +238,12 @@ void espintcp_tx_stop(struct espintcp_ctx *ctx)
 	release_sock(sk);
 }
 
+/* TCP calls this when space frees up; and from within our own send when it
+ * refused memory (global TCP memory pressure) with nothing of ours in
+ * flight, for edge-triggered pollers: then no ACK will ever call it again,
+ * and the tx work must try again later, not at once in a loop. Nobody
+ * else calls it while we own the socket: tx_in_tcp set means our send.
+ */
 void espintcp_write_space(struct sock *sk)
 {
 	struct espintcp_ctx *ctx;
@@ -222,7 +253,10 @@ void espintcp_write_space(struct sock *sk)
 	if (ctx && (READ_ONCE(ctx->tx.skb) ||
 		    !skb_queue_empty_lockless(&ctx->esp_txq))) {
 		spin_lock_bh(&ctx->esp_txq.lock);
-		espintcp_tx_kick(ctx);
+		if (READ_ONCE(ctx->tx_in_tcp))
+			espintcp_tx_retry(ctx);
+		else
+			espintcp_tx_kick(ctx);
 		spin_unlock_bh(&ctx->esp_txq.lock);
 	}
 	if (ctx)

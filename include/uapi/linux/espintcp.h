@@ -28,6 +28,7 @@ enum {
 	ESPINTCP_INFO_ESP_TX_DROPS,	/* ESP dropped: queue full or closing */
 	ESPINTCP_INFO_IKE_RXQ,		/* IKE messages waiting for recv() */
 	ESPINTCP_INFO_ESP_TXQ,		/* ESP messages waiting for TCP */
+	ESPINTCP_INFO_TX_WORK,		/* runs of the transmit work */
 	__ESPINTCP_INFO_MAX,
 };
 

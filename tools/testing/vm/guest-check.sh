@@ -119,6 +119,8 @@ for p in $progs; do
 	np=$(grep -cE '^ok [0-9]+' "$log" | tr -d ' ')
 	ns=$(grep -cE '^ok [0-9]+ .*# SKIP' "$log" | tr -d ' ')
 	nf=$(grep -cE '^not ok [0-9]+' "$log" | tr -d ' ')
+	# The TAP plan, "1..N": every planned test must report.
+	plan=$(grep -m1 -oE '^1\.\.[0-9]+' "$log" | cut -d. -f3)
 	pass=$((pass + np - ns))
 	skip=$((skip + ns))
 	fail=$((fail + nf))
@@ -128,6 +130,10 @@ for p in $progs; do
 		notok "$p exited with status $rc"
 	elif [ "$np" -eq 0 ] && [ "$nf" -eq 0 ]; then
 		notok "$p reported no test"
+	elif [ -z "$plan" ]; then
+		notok "$p printed no TAP plan"
+	elif [ $((np + nf)) -ne "$plan" ]; then
+		notok "$p reported $((np + nf)) of its $plan planned tests"
 	fi
 done
 

@@ -42,6 +42,7 @@ static const char * const counter_names[] = {
 	[ESPINTCP_INFO_ESP_TX_DROPS]	= "esp_tx_drops",
 	[ESPINTCP_INFO_IKE_RXQ]		= "ike_rxq",
 	[ESPINTCP_INFO_ESP_TXQ]		= "esp_txq",
+	[ESPINTCP_INFO_TX_WORK]		= "tx_work",
 };
 
 static void print_addr(int family, const __be32 *addr, __be16 port)

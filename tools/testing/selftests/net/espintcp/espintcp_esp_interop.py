@@ -26,6 +26,7 @@ import hmac
 import importlib.util
 import itertools
 import os
+import re
 import select
 import socket
 import struct
@@ -266,7 +267,32 @@ def esp_open(alg, key, akey, esn, data):
         raise Failure("AEAD tag does not verify") from e
 
 
-def echo_request(fam, mode, alg, esn, keys, a):
+def dummy_packet(alg, esn, keys, seq):
+    """RFC 4303 2.6: a dummy packet, next header 59 (no next header), sealed
+    with the kernel's inbound SA like any other; the receiver must drop it."""
+    return esp_seal(alg, *keys["in"], IN_SPI, seq, esn, os.urandom(64), 59)
+
+
+def raw_listener(fam):
+    """A raw socket for protocol 59 on the kernel's side: a dummy packet
+    passed up instead of dropped would reach it."""
+    s = socket.socket(socket.AF_INET if fam == 4 else socket.AF_INET6,
+                      socket.SOCK_RAW, 59)
+    s.setblocking(False)
+    return s
+
+
+def check_raw_listener(s):
+    try:
+        data = s.recv(4096)
+    except BlockingIOError:
+        return
+    finally:
+        s.close()
+    raise Failure(f"a dummy packet was passed up: {data.hex()}")
+
+
+def echo_request(fam, mode, alg, esn, keys, a, seq_no=None):
     """An ICMP echo request from the peer, sealed with the kernel's inbound
     SA: (ESP packet, what verify_reply() needs)."""
     from scapy.all import ICMP, ICMPv6EchoRequest, IP, IPv6, Raw, raw
@@ -285,7 +311,8 @@ def echo_request(fam, mode, alg, esn, keys, a):
         body, nh = raw(inner), 4 if fam == 4 else 41
     else:
         body, nh = raw(inner.payload), 1 if fam == 4 else 58
-    esp = esp_seal(alg, *keys["in"], IN_SPI, ISEQ + 1, esn, body, nh)
+    esp = esp_seal(alg, *keys["in"], IN_SPI, seq_no or ISEQ + 1, esn, body,
+                   nh)
     return esp, (fam, mode, alg, esn, keys, src, dst, ident, seq, payload)
 
 
@@ -330,7 +357,7 @@ def verify_reply(data, outer, want):
         raise Failure(f"not the echo reply: {r.summary()}")
 
 
-def run_case(fam, mode, encap, alg, esn):
+def run_case(fam, mode, encap, alg, esn, dummy=False):
     # Imported here: after entering the namespace (scapy lists interfaces).
     from scapy.all import Ether, IP, IPv6, Raw, UDP, raw
 
@@ -341,16 +368,25 @@ def run_case(fam, mode, encap, alg, esn):
     install(fam, mode, "espinudp" if encap else None, alg, esn, keys)
 
     ip = IP if fam == 4 else IPv6
-    esp, want = echo_request(fam, mode, alg, esn, keys, a)
-    if encap:
-        pkt = ip(src=a["b"], dst=a["a"]) / UDP(sport=4500, dport=4500) / \
-            Raw(esp)
-    elif fam == 4:
-        pkt = IP(src=a["b"], dst=a["a"], proto=50) / Raw(esp)
-    else:
-        pkt = IPv6(src=a["b"], dst=a["a"], nh=50) / Raw(esp)
+    # With a dummy packet first: the kernel's first answer must still be
+    # the echo reply (no ICMP error for the dummy), with OSEQ + 1.
+    esp, want = echo_request(fam, mode, alg, esn, keys, a,
+                             ISEQ + 2 if dummy else None)
 
-    frame = Ether(src="02:00:00:00:75:02", dst="02:00:00:00:75:01") / pkt
+    def outer(esp):
+        if encap:
+            pkt = ip(src=a["b"], dst=a["a"]) / UDP(sport=4500, dport=4500) / \
+                Raw(esp)
+        elif fam == 4:
+            pkt = IP(src=a["b"], dst=a["a"], proto=50) / Raw(esp)
+        else:
+            pkt = IPv6(src=a["b"], dst=a["a"], nh=50) / Raw(esp)
+        return Ether(src="02:00:00:00:75:02", dst="02:00:00:00:75:01") / pkt
+
+    frame = outer(esp)
+    if dummy:
+        listener = raw_listener(fam)
+        frame = [outer(dummy_packet(alg, esn, keys, ISEQ + 1)), frame]
 
     def from_kernel(p):
         if not p.haslayer(ip) or p[ip].src != a["a"]:
@@ -374,6 +410,21 @@ def run_case(fam, mode, encap, alg, esn):
     else:
         data = raw(reply.payload)
     verify_reply(data, (reply.src, reply.dst), want)
+    if dummy:
+        check_raw_listener(listener)
+        check_sa_packets(a, 2)
+
+
+def check_sa_packets(a, want):
+    """The inbound SA authenticated and counted every packet, the dummy
+    one too."""
+    out = sh("ip", "-s", "xfrm", "state", "get", "src", a["b"], "dst",
+             a["a"], "proto", "esp", "spi", hex(IN_SPI))
+    m = re.search(r"(\d+)\(bytes\), (\d+)\(packets\)", out)
+    if not m:
+        raise Failure(f"no packet counter for the inbound SA: {out}")
+    if int(m.group(2)) != want:
+        raise Failure(f"inbound SA counted {m.group(2)} packets, want {want}")
 
 
 def recv_exact(sock, n):
@@ -386,7 +437,7 @@ def recv_exact(sock, n):
     return buf
 
 
-def run_tcp_case(fam, mode, alg, esn):
+def run_tcp_case(fam, mode, alg, esn, dummy=False):
     """RFC 9329 by hand on the peer: IKETCP, then Length-framed ESP over a
     plain TCP socket; the kernel's end has our ULP and SAs with
     encap espintcp."""
@@ -420,7 +471,12 @@ def run_tcp_case(fam, mode, alg, esn):
             pport = peer.getsockname()[1]
             install(fam, mode, "espintcp", alg, esn, keys, a, (4500, pport))
 
-            esp, want = echo_request(fam, mode, alg, esn, keys, a)
+            esp, want = echo_request(fam, mode, alg, esn, keys, a,
+                                     ISEQ + 2 if dummy else None)
+            if dummy:
+                listener = raw_listener(fam)
+                d = dummy_packet(alg, esn, keys, ISEQ + 1)
+                peer.sendall(struct.pack("!H", len(d) + 2) + d)
             peer.sendall(struct.pack("!H", len(esp) + 2) + esp)
             length = struct.unpack("!H", recv_exact(peer, 2))[0]
             if length < 2 + 8:
@@ -429,6 +485,9 @@ def run_tcp_case(fam, mode, alg, esn):
             if data[:4] == b"\0\0\0\0":
                 raise Failure("an IKE message, not ESP")
             verify_reply(data, (a["a"], a["b"]), want)
+            if dummy:
+                check_raw_listener(listener)
+                check_sa_packets(a, 2)
             sh("ip", "xfrm", "state", "flush")
 
 
@@ -438,7 +497,8 @@ def exchange(frame, match):
 
     sock = conf.L2socket(iface="veth1")
     try:
-        sock.send(frame)
+        for f in frame if isinstance(frame, list) else [frame]:
+            sock.send(f)
         deadline = time.monotonic() + WAIT
         while (left := deadline - time.monotonic()) > 0:
             if not select.select([sock], [], [], left)[0]:
@@ -485,6 +545,15 @@ def main():
         cases.append((f"ipv{fam}_{mode}_tcp_{alg}{'_esn' if esn else ''}",
                       (fam, mode, "tcp", alg, esn)))
 
+    # RFC 4303 dummy packets before an echo request: every encapsulation,
+    # both families, both modes.
+    for i, (fam, encap, mode) in enumerate(itertools.product(
+            (4, 6), (False, True, "tcp"), ("transport", "tunnel"))):
+        alg = names[i % len(names)]
+        kind = "tcp" if encap == "tcp" else "udp" if encap else "plain"
+        cases.append((f"ipv{fam}_{mode}_{kind}_{alg}_dummy_dropped",
+                      (fam, mode, encap, alg, False, True)))
+
     print("TAP version 13")
     print(f"1..{len(cases)}")
     sh("ip", "netns", "add", NS)
@@ -497,7 +566,7 @@ def main():
         for num, (name, args) in enumerate(cases, 1):
             try:
                 if args[2] == "tcp":
-                    run_tcp_case(args[0], args[1], args[3], args[4])
+                    run_tcp_case(args[0], args[1], *args[3:])
                 else:
                     run_case(*args)
                 print(f"ok {num} {name}", flush=True)

@@ -10,6 +10,7 @@
 
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/capability.h>
@@ -17,6 +18,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <dirent.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
@@ -29,12 +31,16 @@
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kselftest_harness.h"
 #include "espintcp_lib.h"
 
 #define MAX_PAYLOAD	65533	/* Length counts itself */
+
+static long long diag_counter(int fd, const char *name);
+static long long wait_diag(int fd, const char *name, long long want);
 
 /* Build an RFC 9329 frame: Length, then marker (IKE) or SPI, then body. */
 static size_t frame(uint8_t *buf, uint32_t spi, const void *body, size_t len)
@@ -209,6 +215,7 @@ FIXTURE(ulp) {
 	struct topo t;
 	int lfd, raw, ulp;
 	const char *borrowed_esp;	/* stock ESP type loaded by a test */
+	char saved_tcp_mem[128];	/* net.ipv4.tcp_mem changed by a test */
 };
 
 FIXTURE_VARIANT(ulp) {
@@ -242,8 +249,49 @@ static void return_esp(const char *esp)
 		usleep(10000);
 }
 
+#define TCP_MEM "/proc/sys/net/ipv4/tcp_mem"
+
+/*
+ * net.ipv4.tcp_mem is global and exists in the initial namespace only:
+ * read (@old) and write (@val) it there.
+ */
+static int init_net_sysctl(const char *path, const char *val, char *old,
+			   size_t oldlen)
+{
+	int self = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+	int init = open("/proc/1/ns/net", O_RDONLY | O_CLOEXEC);
+	int fd, ret = -1;
+	ssize_t n;
+
+	if (self < 0 || init < 0 || setns(init, CLONE_NEWNET))
+		goto out;
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd >= 0) {
+		ret = 0;
+		if (old) {
+			n = read(fd, old, oldlen - 1);
+			old[n > 0 ? n : 0] = 0;
+			if (n <= 0)
+				ret = -1;
+		}
+		if (val && write(fd, val, strlen(val)) != (ssize_t)strlen(val))
+			ret = -1;
+		close(fd);
+	}
+	if (setns(self, CLONE_NEWNET))
+		ret = -1;
+out:
+	if (self >= 0)
+		close(self);
+	if (init >= 0)
+		close(init);
+	return ret;
+}
+
 FIXTURE_TEARDOWN(ulp)
 {
+	if (self->saved_tcp_mem[0])
+		init_net_sysctl(TCP_MEM, self->saved_tcp_mem, NULL, 0);
 	if (self->borrowed_esp)
 		return_esp(self->borrowed_esp);
 	close(self->raw);
@@ -367,6 +415,11 @@ TEST_F(ulp, raw_bytes_do_not_make_readable)
 	n = recv(self->ulp, esp, sizeof(esp), 0);
 	ASSERT_EQ(5, n);
 	ASSERT_FALSE(readable(self->ulp, 0));
+	/* Each frame counted as what it is. */
+	ASSERT_EQ(1, diag_counter(self->ulp, "esp_rx"));
+	ASSERT_EQ(1, diag_counter(self->ulp, "keepalive_rx"));
+	ASSERT_EQ(1, diag_counter(self->ulp, "ike_rx"));
+	ASSERT_EQ(0, diag_counter(self->ulp, "bad_rx"));
 }
 
 TEST_F(ulp, short_messages_dropped)
@@ -381,6 +434,25 @@ TEST_F(ulp, short_messages_dropped)
 	ASSERT_TRUE(readable(self->ulp, WAIT_MS));
 	ASSERT_EQ(6, recv(self->ulp, out, sizeof(out), 0));
 	ASSERT_EQ(0, memcmp(out + 4, "ok", 2));
+	ASSERT_EQ(3, diag_counter(self->ulp, "bad_rx"));
+	ASSERT_EQ(0, diag_counter(self->ulp, "keepalive_rx"));
+	ASSERT_EQ(1, diag_counter(self->ulp, "ike_rx"));
+}
+
+/* Length 6: a non-ESP marker and nothing after it is no IKE message. */
+TEST_F(ulp, marker_only_frame_dropped)
+{
+	uint8_t out[16];
+
+	ASSERT_EQ(0, write_all(self->raw, "\0\6\0\0\0\0", 6));
+	send_ike(_metadata, self->raw, "ok", 2);
+	ASSERT_TRUE(readable(self->ulp, WAIT_MS));
+	ASSERT_EQ(6, recv(self->ulp, out, sizeof(out), 0));
+	ASSERT_EQ(0, memcmp(out + 4, "ok", 2));
+	ASSERT_EQ(-1, recv(self->ulp, out, sizeof(out), MSG_DONTWAIT));
+	ASSERT_EQ(EAGAIN, errno);
+	ASSERT_EQ(1, diag_counter(self->ulp, "bad_rx"));
+	ASSERT_EQ(1, diag_counter(self->ulp, "ike_rx"));
 }
 
 static void fatal_length(struct __test_metadata *_metadata, int raw, int ulp,
@@ -573,11 +645,97 @@ static long long diag_counter(int fd, const char *name)
 	return v;
 }
 
+static long long now_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec * 1000LL + t.tv_nsec / 1000000;
+}
+
+/* Poll a counter until it is @want, for WAIT_MS; returns the last value. */
+static long long wait_diag(int fd, const char *name, long long want)
+{
+	long long end = now_ms() + WAIT_MS, v = diag_counter(fd, name);
+
+	while (v != want && now_ms() < end) {
+		usleep(20000);
+		v = diag_counter(fd, name);
+	}
+	return v;
+}
+
+/* One IKE message of @len bytes (marker included) from the raw peer. */
+static void send_big_ike(struct __test_metadata *_metadata, int fd,
+			 size_t len, uint32_t seed)
+{
+	static uint8_t buf[2 + MAX_PAYLOAD];
+
+	ASSERT_LE(4, len);
+	ASSERT_GE(MAX_PAYLOAD, len);
+	buf[0] = (2 + len) >> 8;
+	buf[1] = (2 + len) & 0xff;
+	memset(buf + 2, 0, 4);
+	fill(buf + 6, len - 4, seed);
+	ASSERT_EQ(0, write_all(fd, buf, 2 + len));
+}
+
+static void recv_big_ike(struct __test_metadata *_metadata, int fd,
+			 size_t len, uint32_t seed)
+{
+	static uint8_t out[MAX_PAYLOAD + 1];
+
+	ASSERT_TRUE(readable(fd, WAIT_MS))
+		TH_LOG("nothing to read; ike_rx_drops=%lld",
+		       diag_counter(fd, "ike_rx_drops"));
+	ASSERT_EQ(len, recv(fd, out, sizeof(out), 0));
+	ASSERT_EQ(0, memcmp(out, "\0\0\0\0", 4));
+	ASSERT_EQ(0, check_fill(out + 4, len - 4, seed));
+}
+
+/* The largest message RFC 9329 can frame, with the default buffers. */
+TEST_F_TIMEOUT(ulp, ike_max_size, 300)
+{
+	send_big_ike(_metadata, self->raw, MAX_PAYLOAD, 1);
+	recv_big_ike(_metadata, self->ulp, MAX_PAYLOAD, 1);
+	send_big_ike(_metadata, self->raw, MAX_PAYLOAD - 1, 2);
+	recv_big_ike(_metadata, self->ulp, MAX_PAYLOAD - 1, 2);
+	ASSERT_EQ(0, diag_counter(self->ulp, "ike_rx_drops"));
+	ASSERT_EQ(2, diag_counter(self->ulp, "ike_rx"));
+}
+
+/*
+ * A message whose copy alone exceeds SO_RCVBUF is admitted into an empty
+ * queue, as a datagram socket admits one while below its limit; the next
+ * one, with the queue at the limit, is dropped and counted.
+ */
+TEST_F_TIMEOUT(ulp, ike_larger_than_rcvbuf, 300)
+{
+	/* Doubled by the kernel: above any Length, below one message's copy. */
+	int rcvbuf = 40000;
+	uint8_t out[16];
+
+	ASSERT_EQ(0, setsockopt(self->ulp, SOL_SOCKET, SO_RCVBUF, &rcvbuf,
+				sizeof(rcvbuf)));
+	send_big_ike(_metadata, self->raw, MAX_PAYLOAD, 1);
+	send_big_ike(_metadata, self->raw, 50000, 2);
+	ASSERT_EQ(1, wait_diag(self->ulp, "ike_rx_drops", 1));
+	ASSERT_EQ(1, diag_counter(self->ulp, "ike_rx"));
+	recv_big_ike(_metadata, self->ulp, MAX_PAYLOAD, 1);
+	ASSERT_EQ(-1, recv(self->ulp, out, sizeof(out), MSG_DONTWAIT));
+	ASSERT_EQ(EAGAIN, errno);
+	/* The queue is empty again. */
+	send_big_ike(_metadata, self->raw, 50000, 3);
+	recv_big_ike(_metadata, self->ulp, 50000, 3);
+	ASSERT_EQ(1, diag_counter(self->ulp, "ike_rx_drops"));
+}
+
 TEST_F_TIMEOUT(ulp, receive_flood_bounded, 300)
 {
 	enum { FLOOD = 3000 };
 	uint8_t buf[2 + 4 + 1000], out[2000];
-	int i, got = 0, rcvbuf = 65536;
+	int i, n, got = 0, last = -1, rcvbuf = 65536;
+	long long drops, kept, end;
 
 	ASSERT_EQ(0, setsockopt(self->ulp, SOL_SOCKET, SO_RCVBUF, &rcvbuf,
 				sizeof(rcvbuf)));
@@ -588,22 +746,33 @@ TEST_F_TIMEOUT(ulp, receive_flood_bounded, 300)
 		ASSERT_EQ(0, write_all(self->raw, buf,
 				       frame(buf, 0, body, sizeof(body))));
 	}
-	send_ike(_metadata, self->raw, "end", 3);
-	/* Whatever was kept is whole; the end marker always arrives. */
-	for (;;) {
-		int n;
-
-		ASSERT_TRUE(readable(self->ulp, WAIT_MS));
-		n = recv(self->ulp, out, sizeof(out), 0);
-		if (n == 7 && !memcmp(out + 4, "end", 3))
+	/* Everything parsed: each message queued or dropped and counted. */
+	for (end = now_ms() + WAIT_MS;; usleep(20000)) {
+		drops = diag_counter(self->ulp, "ike_rx_drops");
+		kept = diag_counter(self->ulp, "ike_rx");
+		if (drops + kept == FLOOD || now_ms() > end)
 			break;
+	}
+	ASSERT_EQ(FLOOD, drops + kept);
+	/* Whatever was kept is whole and in order. */
+	while ((n = recv(self->ulp, out, sizeof(out), MSG_DONTWAIT)) > 0) {
 		ASSERT_EQ(1004, n);
+		for (i = last + 1; i < FLOOD; i++)
+			if (!check_fill(out + 4, 1000, i))
+				break;
+		ASSERT_GT(FLOOD, i);
+		last = i;
 		got++;
 	}
+	ASSERT_EQ(EAGAIN, errno);
 	ASSERT_LT(0, got);
 	ASSERT_GT(FLOOD, got) TH_LOG("a 64 KiB receive buffer kept %d", got);
-	/* The drops are counted on the socket. */
-	ASSERT_EQ(FLOOD - got, diag_counter(self->ulp, "ike_rx_drops"));
+	ASSERT_EQ(FLOOD - got, drops);
+	/* Read, the queue takes messages again. */
+	send_ike(_metadata, self->raw, "end", 3);
+	ASSERT_TRUE(readable(self->ulp, WAIT_MS));
+	ASSERT_EQ(7, recv(self->ulp, out, sizeof(out), 0));
+	ASSERT_EQ(0, memcmp(out + 4, "end", 3));
 }
 
 TEST_F(ulp, prequeued_before_attach)
@@ -834,23 +1003,36 @@ TEST_F_TIMEOUT(ulp, signal_interrupts_blocking_calls, 300)
 
 TEST_F_TIMEOUT(ulp, close_with_queued_messages, 300)
 {
-	uint8_t msg[4 + 1000] = { 0 };
-	int i;
+	uint8_t msg[2 + 4 + 1000] = { 0 };
+	int i, sent, got = 0;
+	ssize_t n;
 
 	for (i = 0; i < 20; i++)
 		send_ike(_metadata, self->raw, "queued", 6);
-	fill_until_eagain(self->ulp, sizeof(msg), 100000);
+	sent = fill_until_eagain(self->ulp, 4 + 1000, 100000);
+	ASSERT_LT(0, sent);
 	ASSERT_TRUE(readable(self->ulp, WAIT_MS));
 	close(self->ulp);
 	self->ulp = -1;
-	/* The peer sees whole frames, then the end of the stream. */
+	/*
+	 * Every message send() accepted arrives whole and in order, but the
+	 * one TCP had no room for at close(); then the end of the stream.
+	 */
 	for (;;) {
-		int n = read_frame(self->raw, msg, sizeof(msg));
-
+		n = read_frame(self->raw, msg, sizeof(msg));
 		if (n < 0)
 			break;
-		ASSERT_EQ(sizeof(msg) - 2 + 2, n);
+		ASSERT_EQ(sizeof(msg), n);
+		ASSERT_EQ(0, check_fill(msg + 6, 1000, got)) TH_LOG("frame %d", got);
+		got++;
 	}
+	ASSERT_LE(sent - 1, got) TH_LOG("%d of %d messages arrived", got, sent);
+	ASSERT_GE(sent, got);
+	/* read_frame() stopped at a partial frame or the FIN, not a reset. */
+	do {
+		n = recv(self->raw, msg, sizeof(msg), MSG_DONTWAIT);
+	} while (n > 0);
+	ASSERT_EQ(0, n) TH_LOG("recv: %s", strerror(errno));
 }
 
 static uint64_t wait_counter_above(const char *name, uint64_t before)
@@ -933,6 +1115,10 @@ TEST_F_TIMEOUT(ulp, esp_goes_to_xfrm, 300)
 	before = read_xfrm_counter("XfrmInStateMismatch");
 	ASSERT_EQ(0, write_all(self->raw, frm, sizeof(frm)));
 	ASSERT_LT(before, wait_counter_above("XfrmInStateMismatch", before));
+	/* Both frames went to XFRM, which dropped them: not the ULP. */
+	ASSERT_EQ(2, wait_diag(self->ulp, "esp_rx", 2));
+	ASSERT_EQ(0, diag_counter(self->ulp, "esp_rx_drops"));
+	ASSERT_EQ(0, diag_counter(self->ulp, "bad_rx"));
 	ASSERT_EQ(0, run("ip xfrm state flush"));
 	if (self->borrowed_esp) {
 		return_esp(esp);
@@ -941,11 +1127,55 @@ TEST_F_TIMEOUT(ulp, esp_goes_to_xfrm, 300)
 	}
 }
 
+/*
+ * References on a module other than those of modules using its symbols
+ * (esp4, esp6 and the injector hold espintcp that way), or -1.
+ */
+static int module_own_refs(const char *name)
+{
+	char path[128];
+	int refcnt = -1, holders = 0;
+	FILE *f;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/sys/module/%s/refcnt", name);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	if (fscanf(f, "%d", &refcnt) != 1)
+		refcnt = -1;
+	fclose(f);
+	snprintf(path, sizeof(path), "/sys/module/%s/holders", name);
+	d = opendir(path);
+	if (!d)
+		return -1;
+	for (struct dirent *e; (e = readdir(d));)
+		if (e->d_name[0] != '.')
+			holders++;
+	closedir(d);
+	return refcnt < 0 ? -1 : refcnt - holders;
+}
+
 TEST_F(ulp, module_busy_while_in_use)
 {
-	/* A socket with the ULP pins the module. */
-	ASSERT_NE(0, run("rmmod espintcp 2>/dev/null"));
-	ASSERT_TRUE(module_loaded("espintcp"));
+	int with, without = -1;
+
+	/* A socket with the ULP pins the module, until it is destroyed. */
+	with = module_own_refs("espintcp");
+	ASSERT_LE(1, with);
+	close(self->ulp);
+	self->ulp = -1;
+	close(self->raw);
+	self->raw = -1;
+	for (int i = 0; i < WAIT_MS / 10; i++) {
+		without = module_own_refs("espintcp");
+		if (without < with)
+			break;
+		usleep(10000);
+	}
+	ASSERT_LE(0, without);
+	ASSERT_GT(with, without) TH_LOG("%d references with the socket, %d after",
+					with, without);
 }
 
 TEST_F(ulp, diag_shows_ulp_and_counters)
@@ -1088,6 +1318,10 @@ TEST_F_TIMEOUT(ulp, esp_xmit_from_softirq, 300)
 		got++;
 	}
 	ASSERT_EQ(0, inject_ctl("stop"));
+	/* Counted once TCP took them, which may be after the peer read them. */
+	ASSERT_EQ(st.ok, wait_diag(self->ulp, "esp_tx", st.ok));
+	ASSERT_EQ(st.enobufs, diag_counter(self->ulp, "esp_tx_drops"));
+	ASSERT_EQ(0, diag_counter(self->ulp, "esp_txq"));
 }
 
 static int thread_sleeping(pid_t tid)
@@ -1221,6 +1455,356 @@ TEST_F_TIMEOUT(ulp, close_races_esp_output, 300)
 			break;
 		ASSERT_EQ(1, frame_kind(buf, n, &seq));
 	}
+}
+
+/*
+ * After the peer reset the connection, ESP output keeps the tx work
+ * busy on the dead connection; the socket must still report the reset
+ * (POLLERR, ECONNRESET) to the user, not end of stream or EPIPE.
+ */
+static void reset_under_esp_output(struct __test_metadata *_metadata,
+				   int *raw, int ulp, bool by_send)
+{
+	struct linger lin = { .l_onoff = 1, .l_linger = 0 };
+	struct pollfd pfd = { .fd = ulp, .events = POLLIN };
+	struct inject_status st;
+	static uint8_t buf[2048];
+	int i, ok0;
+
+	ASSERT_TRUE(inject_loaded());
+	ASSERT_EQ(0, inject_start(ulp, 0, 200));
+	for (i = 0; i < WAIT_MS / 10; i++) {
+		ASSERT_EQ(0, inject_status(&st));
+		if (st.ok > 50)
+			break;
+		read_frame(*raw, buf, sizeof(buf));
+	}
+	ASSERT_LT(50, st.ok);
+
+	ASSERT_EQ(0, setsockopt(*raw, SOL_SOCKET, SO_LINGER, &lin, sizeof(lin)));
+	close(*raw);
+	*raw = -1;
+	/* The reset arrived: the connection is closed for good. */
+	for (i = 0; i < WAIT_MS / 10; i++) {
+		ASSERT_LE(0, poll(&pfd, 1, 10));
+		if (pfd.revents & POLLHUP)
+			break;
+	}
+	ASSERT_TRUE(pfd.revents & POLLHUP);
+
+	/*
+	 * More ESP than the queue holds is accepted after the reset: the tx
+	 * work ran on the dead connection, again and again.
+	 */
+	ASSERT_EQ(0, inject_status(&st));
+	ok0 = st.ok;
+	for (i = 0; i < WAIT_MS / 10 && st.ok < ok0 + 3 * 128; i++) {
+		usleep(10000);
+		ASSERT_EQ(0, inject_status(&st));
+	}
+	ASSERT_EQ(0, inject_ctl("stop"));
+	ASSERT_LE(ok0 + 3 * 128, st.ok);
+
+	pfd.events = POLLIN | POLLOUT;
+	ASSERT_EQ(1, poll(&pfd, 1, 0));
+	ASSERT_TRUE(pfd.revents & POLLERR) TH_LOG("revents %#x", pfd.revents);
+	if (by_send) {
+		uint8_t msg[8] = { 0 };
+
+		ASSERT_EQ(-1, send(ulp, msg, sizeof(msg), 0));
+	} else {
+		ASSERT_EQ(-1, recv(ulp, buf, sizeof(buf), 0));
+	}
+	ASSERT_EQ(ECONNRESET, errno) TH_LOG("%s", strerror(errno));
+}
+
+TEST_F_TIMEOUT(ulp, reset_reported_to_recv_after_esp, 300)
+{
+	reset_under_esp_output(_metadata, &self->raw, self->ulp, false);
+}
+
+TEST_F_TIMEOUT(ulp, reset_reported_to_send_after_esp, 300)
+{
+	reset_under_esp_output(_metadata, &self->raw, self->ulp, true);
+}
+
+/*
+ * A kprobe on strparser's work function, where it parses what arrived while
+ * the socket lock was owned; in tracefs, if the kernel has it.
+ */
+#define KPROBE_DIR	"/sys/kernel/debug/tracing/"
+
+static int kprobe_set(const char *def, const char *enable, const char *val)
+{
+	int fd;
+	bool ok;
+
+	if (def) {
+		fd = open(KPROBE_DIR "kprobe_events", O_WRONLY | O_APPEND);
+		if (fd < 0)
+			return -1;
+		ok = write(fd, def, strlen(def)) == (ssize_t)strlen(def);
+		close(fd);
+		if (!ok)
+			return -1;
+	}
+	if (enable) {
+		fd = open(enable, O_WRONLY);
+		if (fd < 0)
+			return -1;
+		ok = write(fd, val, 1) == 1;
+		close(fd);
+		if (!ok)
+			return -1;
+	}
+	return 0;
+}
+
+static long kprobe_hits(const char *name)
+{
+	char line[256], ev[128];
+	unsigned long hits, misses;
+	long ret = -1;
+	FILE *f = fopen(KPROBE_DIR "kprobe_profile", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%127s %lu %lu", ev, &hits, &misses) == 3 &&
+		    !strcmp(ev, name))
+			ret = hits;
+	fclose(f);
+	return ret;
+}
+
+struct ike_drain {
+	int fd, frames;
+};
+
+static void *ike_drain_thread(void *arg)
+{
+	struct ike_drain *d = arg;
+	static uint8_t buf[4096];
+
+	while (read_frame(d->fd, buf, sizeof(buf)) > 0)
+		d->frames++;
+	return NULL;
+}
+
+/*
+ * Two-way traffic: while a sender owns the socket, arriving ESP waits in
+ * the TCP backlog and strparser parses it from its work item, in process
+ * context. On a PROVE_RCU/lockdep kernel this checks the RCU and BH
+ * context of ESP delivery; here, that every ESP frame still reaches XFRM.
+ */
+TEST_F_TIMEOUT(ulp, esp_parsed_while_socket_owned, 300)
+{
+	enum { ESP = 500 };
+	struct sender snd = { .fd = self->ulp, .id = 1, .count = ESP };
+	static const char ename[] = "espintcp_test_strp";
+	static uint8_t frames[ESP * 38];
+	struct ike_drain drain = { .fd = self->raw };
+	char def[128], enable[128];
+	pthread_t ts, td;
+	uint64_t before, now = 0;
+	long hits0, hits1;
+	size_t n = 0;
+	void *ret;
+	int i;
+
+	snprintf(def, sizeof(def), "p:%s strp_work\n", ename);
+	snprintf(enable, sizeof(enable), KPROBE_DIR "events/kprobes/%s/enable",
+		 ename);
+	if (kprobe_set(def, enable, "1"))
+		TH_LOG("no kprobe on strp_work: not checking the path taken");
+	hits0 = kprobe_hits(ename);
+
+	for (i = 0; i < ESP; i++) {
+		uint8_t body[32];
+
+		fill(body, sizeof(body), i);
+		n += frame(frames + n, 0x0badc0de, body, sizeof(body));
+	}
+	before = read_xfrm_counter("XfrmInNoStates");
+	ASSERT_EQ(0, pthread_create(&td, NULL, ike_drain_thread, &drain));
+	ASSERT_EQ(0, pthread_create(&ts, NULL, sender_thread, &snd));
+	/* ESP in small writes, interleaved with the IKE going out. */
+	for (i = 0; i < ESP; i++)
+		ASSERT_EQ(0, write_all(self->raw, frames + i * 38, 38));
+	pthread_join(ts, &ret);
+	ASSERT_EQ(NULL, ret);
+
+	ASSERT_EQ(ESP, wait_diag(self->ulp, "esp_rx", ESP));
+	for (i = 0; i < WAIT_MS / 10; i++) {
+		now = read_xfrm_counter("XfrmInNoStates");
+		if (now - before >= ESP)
+			break;
+		usleep(10000);
+	}
+	ASSERT_EQ(ESP, now - before);
+	ASSERT_EQ(0, diag_counter(self->ulp, "esp_rx_drops"));
+
+	hits1 = kprobe_hits(ename);
+	kprobe_set(NULL, enable, "0");
+	snprintf(def, sizeof(def), "-:%s\n", ename);
+	kprobe_set(def, NULL, NULL);
+	TH_LOG("strparser work ran %ld times", hits1 - hits0);
+	if (hits0 >= 0 && hits1 >= 0)
+		ASSERT_LT(hits0, hits1);
+
+	shutdown(self->ulp, SHUT_WR);
+	pthread_join(td, NULL);
+	ASSERT_EQ(ESP, drain.frames);
+}
+
+/*
+ * TCP may refuse a send with nothing of the socket in flight: then it calls
+ * sk_write_space() on the way out, for edge-triggered pollers, and no ACK
+ * will call it again. The tx work must try again later, not reschedule
+ * itself at once, forever; and send everything once TCP takes data again.
+ *
+ * Global memory pressure (net.ipv4.tcp_mem) rarely gets there on 6.1: TCP
+ * lets a socket with nothing queued charge its first skb regardless. A
+ * zero net.ipv4.tcp_notsent_lowat always does: every send is refused.
+ */
+#define NOTSENT_LOWAT "/proc/sys/net/ipv4/tcp_notsent_lowat"
+
+static int sysctl_rw(const char *path, const char *val, char *old, size_t len)
+{
+	int fd = open(path, O_RDWR | O_CLOEXEC), ret = 0;
+	ssize_t n;
+
+	if (fd < 0)
+		return -1;
+	if (old) {
+		n = read(fd, old, len - 1);
+		old[n > 0 ? n : 0] = 0;
+		if (n <= 0)
+			ret = -1;
+	}
+	if (val && write(fd, val, strlen(val)) != (ssize_t)strlen(val))
+		ret = -1;
+	close(fd);
+	return ret;
+}
+
+TEST_F_TIMEOUT(ulp, tx_work_backs_off_when_tcp_refuses, 300)
+{
+	enum { COUNT = 20, SIZE = 200 };
+	static uint8_t buf[2048];
+	struct inject_status st;
+	long long w0, w1, txq;
+	char saved[64];
+	int i;
+
+	ASSERT_TRUE(inject_loaded());
+	/* In this namespace only: the veth peer is unaffected, and the
+	 * loopback peer only reads.
+	 */
+	ASSERT_EQ(0, sysctl_rw(NOTSENT_LOWAT, NULL, saved, sizeof(saved)));
+	ASSERT_EQ(0, sysctl_rw(NOTSENT_LOWAT, "0", NULL, 0));
+
+	ASSERT_EQ(0, inject_start(self->ulp, COUNT, SIZE));
+	ASSERT_EQ(0, wait_inject_done(&st));
+	ASSERT_EQ(COUNT, st.ok);
+	/* A window to count runs in, not a synchronisation. */
+	w0 = diag_counter(self->ulp, "tx_work");
+	usleep(1000000);
+	w1 = diag_counter(self->ulp, "tx_work");
+	txq = diag_counter(self->ulp, "esp_txq");
+	ASSERT_EQ(0, sysctl_rw(NOTSENT_LOWAT, saved, NULL, 0));
+	TH_LOG("tx work ran %lld times in 1 s; %lld ESP packets waiting",
+	       w1 - w0, txq);
+	ASSERT_LE(0, w0);
+	/* Every packet still waits: TCP refused them all. */
+	ASSERT_EQ(COUNT - 1, txq);
+	ASSERT_GT(50, w1 - w0);
+
+	/* TCP takes data again: everything goes out, in order. */
+	for (i = 0; i < COUNT; i++) {
+		uint32_t seq;
+
+		ASSERT_EQ(SIZE, read_frame(self->raw, buf, sizeof(buf)))
+			TH_LOG("frame %d", i);
+		ASSERT_EQ(1, frame_kind(buf, SIZE, &seq));
+		ASSERT_EQ(i, seq);
+	}
+	ASSERT_EQ(0, inject_ctl("stop"));
+}
+
+/*
+ * Global TCP memory pressure: net.ipv4.tcp_mem at one page, with a
+ * connection nobody reads as ballast. The tx work must not spin, and
+ * everything goes out once the pressure is gone.
+ */
+TEST_F_TIMEOUT(ulp, tx_work_under_memory_pressure, 300)
+{
+	enum { COUNT = 20, SIZE = 200 };
+	struct sockaddr_storage a = self->t.srv;
+	socklen_t alen = self->t.len;
+	static uint8_t chunk[65536], buf[2048];
+	struct inject_status st;
+	long long w0, w1, txq;
+	int lsn, wr, rd, i;
+	size_t ballast = 0;
+	ssize_t n;
+
+	/* Ballast: TCP memory held by a connection nobody reads. */
+	((struct sockaddr_in *)&a)->sin_port = 0;
+	lsn = socket(self->t.family, SOCK_STREAM, 0);
+	ASSERT_LE(0, lsn);
+	ASSERT_EQ(0, bind(lsn, (void *)&a, alen));
+	ASSERT_EQ(0, listen(lsn, 1));
+	ASSERT_EQ(0, getsockname(lsn, (void *)&a, &alen));
+	wr = socket(self->t.family, SOCK_STREAM, 0);
+	ASSERT_LE(0, wr);
+	ASSERT_EQ(0, connect(wr, (void *)&a, alen));
+	rd = accept(lsn, NULL, NULL);
+	ASSERT_LE(0, rd);
+	/* Until both ends' buffers are full, at most 8 MiB. */
+	for (i = 0; i < 100 && ballast < (8u << 20); i++) {
+		n = send(wr, chunk, sizeof(chunk), MSG_DONTWAIT);
+		if (n > 0) {
+			ballast += n;
+			i = 0;
+			continue;
+		}
+		ASSERT_EQ(EAGAIN, errno);
+		usleep(1000);
+	}
+	TH_LOG("ballast %zu bytes", ballast);
+
+	ASSERT_TRUE(inject_loaded());
+	ASSERT_EQ(0, init_net_sysctl(TCP_MEM, NULL, self->saved_tcp_mem,
+				     sizeof(self->saved_tcp_mem)));
+	ASSERT_EQ(0, init_net_sysctl(TCP_MEM, "1 1 1", NULL, 0));
+
+	ASSERT_EQ(0, inject_start(self->ulp, COUNT, SIZE));
+	ASSERT_EQ(0, wait_inject_done(&st));
+	ASSERT_EQ(COUNT, st.ok);
+	w0 = diag_counter(self->ulp, "tx_work");
+	usleep(1000000);
+	w1 = diag_counter(self->ulp, "tx_work");
+	txq = diag_counter(self->ulp, "esp_txq");
+	ASSERT_EQ(0, init_net_sysctl(TCP_MEM, self->saved_tcp_mem, NULL, 0));
+	self->saved_tcp_mem[0] = 0;
+	TH_LOG("tx work ran %lld times in 1 s; %lld ESP packets waiting",
+	       w1 - w0, txq);
+	ASSERT_LE(0, w0);
+	ASSERT_GT(50, w1 - w0);
+
+	for (i = 0; i < COUNT; i++) {
+		uint32_t seq;
+
+		ASSERT_EQ(SIZE, read_frame(self->raw, buf, sizeof(buf)))
+			TH_LOG("frame %d", i);
+		ASSERT_EQ(1, frame_kind(buf, SIZE, &seq));
+		ASSERT_EQ(i, seq);
+	}
+	ASSERT_EQ(0, inject_ctl("stop"));
+	close(wr);
+	close(rd);
+	close(lsn);
 }
 
 /* Attach, exchange a message each way, close: many times over. */

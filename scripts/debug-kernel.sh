@@ -55,6 +55,14 @@ jobs=${ESPINTCP_DEBUG_JOBS:-2}
 
 # Inputs of the configuration; the format number is bumped when the way they
 # are combined below changes.
+# One build at a time per cache (worktrees share it): wait for the other.
+mkdir -p "$cache"
+exec 9>"$cache/lock"
+if ! flock -n 9; then
+	say "waiting for another build in $cache"
+	flock 9
+fi
+
 key=$( (echo format 1; cat "$base" "$vm/modules.list" "$vm/kernel.config" "$vm/trim.config") |
 	sha256sum | cut -c1-16)
 if [ -f "$cache/vmlinuz" ] && [ "$(cat "$cache/stamp" 2>/dev/null)" = "$key" ]; then
@@ -64,7 +72,6 @@ if [ -f "$cache/vmlinuz" ] && [ "$(cat "$cache/stamp" 2>/dev/null)" = "$key" ]; 
 fi
 
 start=$(date +%s)
-mkdir -p "$cache"
 if [ ! -f "$src/.done" ]; then
 	say "extracting $tarball"
 	rm -rf "$src"

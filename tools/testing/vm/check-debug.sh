@@ -15,6 +15,8 @@
 #                         ..." runs only these; ESPINTCP_FUZZ_SECONDS=N a
 #                         longer fuzzer run)
 # ESPINTCP_TCG            as for make check (single or multi)
+# ESPINTCP_DEBUG_KERNEL   a directory laid out as debug-kernel.sh's result, to
+#                         use instead of building (another build of the kernel)
 
 set -euo pipefail
 
@@ -28,7 +30,7 @@ trap 'summary 0 1 0' ERR
 
 scripts/deps.sh flex bison libelf-dev
 t0=$(date +%s)
-dir=$(scripts/debug-kernel.sh -v)
+dir=${ESPINTCP_DEBUG_KERNEL:-$(scripts/debug-kernel.sh -v)}
 release=$(cat "$dir/release")
 t1=$(date +%s)
 echo "check-debug: kernel $release ($dir), ready in $((t1 - t0))s, tcg thread=${ESPINTCP_TCG:-multi}"

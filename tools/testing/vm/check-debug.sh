@@ -9,8 +9,10 @@
 # running when it came (guest-check.sh marks each step in the kernel log).
 # Ends with "N passed, N failed, N skipped" like make check.
 #
-# ESPINTCP_TEST_TIMEOUT   seconds per selftest program (default 3600)
-# ESPINTCP_DEBUG_VM_TIMEOUT  seconds for the whole VM run (default 21600)
+# ESPINTCP_TEST_TIMEOUT   seconds per selftest program (default 7200)
+# ESPINTCP_TIMEOUT_SCALE  factor on the harness's per-test timeouts (alarm(),
+#                         through tools/testing/vm/timeout-scale.c; default 5)
+# ESPINTCP_DEBUG_VM_TIMEOUT  seconds for the whole VM run (default 43200)
 # ESPINTCP_TESTS, ESPINTCP_FUZZ_*  passed to the guest (ESPINTCP_TESTS="prog
 #                         ..." runs only these; ESPINTCP_FUZZ_SECONDS=N a
 #                         longer fuzzer run)
@@ -39,10 +41,13 @@ echo "check-debug: kernel $release ($dir), ready in $((t1 - t0))s, tcg thread=${
 # check builds them again for the stock kernel.)
 make -s modules KVER="$release" KDIR="$dir/obj" UBSAN_SANITIZE=y
 make -s selftests KVER="$release" KDIR="$dir/obj" UBSAN_SANITIZE=y
+shim=tools/testing/vm/timeout-scale.so
+gcc -Wall -O2 -shared -fPIC -o "$shim" tools/testing/vm/timeout-scale.c -ldl
 trap - ERR
 
 # The guest's environment is empty: pass what the suite reads.
-env=("ESPINTCP_TEST_TIMEOUT=${ESPINTCP_TEST_TIMEOUT:-3600}" ESPINTCP_MARK_LEVEL=3)
+env=("ESPINTCP_TEST_TIMEOUT=${ESPINTCP_TEST_TIMEOUT:-7200}" ESPINTCP_MARK_LEVEL=3
+     "ESPINTCP_TIMEOUT_SCALE=${ESPINTCP_TIMEOUT_SCALE:-5}" "LD_PRELOAD=$top/$shim")
 while IFS='=' read -r name _; do
 	case $name in
 	ESPINTCP_TESTS|ESPINTCP_FUZZ_*) env+=("$name=${!name}") ;;
@@ -56,7 +61,7 @@ out=$(mktemp -d /tmp/espintcp-check-debug.XXXXXX)
 # doesn't work!") before the slow kernel gets its first tick.
 append="log_buf_len=16M rcupdate.rcu_cpu_stall_timeout=300 watchdog_thresh=60 no_timer_check"
 set +e
-tools/testing/vm/run-vm.sh --timeout "${ESPINTCP_DEBUG_VM_TIMEOUT:-21600}" \
+tools/testing/vm/run-vm.sh --timeout "${ESPINTCP_DEBUG_VM_TIMEOUT:-43200}" \
 	--kernel "$dir/vmlinuz" --modules "$dir/mod" --mem 3G --append "$append" \
 	--out "$out" -- env "${env[@]}" tools/testing/vm/guest-check.sh
 rc=$?

@@ -6,6 +6,8 @@
 #   make              build espintcp.ko, esp4.ko, esp6.ko
 #   make demo         install missing packages, build, show ESP over TCP in a VM
 #   make check        install missing packages, build, run every selftest in a VM
+#   make check-debug  the same on Debian's 6.1 built with KASAN, kmemleak,
+#                     lockdep, UBSAN (built once, cached; see README)
 #   make lint         checkpatch.pl --strict and sparse over our C files
 #   make dkms-install install with DKMS (root; DKMS_KVER=... for one kernel)
 #   make dkms-remove  remove the DKMS installation again
@@ -45,6 +47,11 @@ selftests: modules
 check:
 	tools/testing/vm/check.sh
 
+# Not in .ci/run: the kernel build takes long. Before merging anything that
+# touches net/ or include/.
+check-debug:
+	tools/testing/vm/check-debug.sh
+
 demo:
 	tools/testing/vm/demo.sh
 
@@ -65,4 +72,4 @@ deb:
 lint:
 	scripts/lint.sh
 
-.PHONY: all modules clean selftests check demo bench lint dkms-install dkms-remove deb
+.PHONY: all modules clean selftests check check-debug demo bench lint dkms-install dkms-remove deb

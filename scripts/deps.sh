@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# Install the Debian packages the build and the tests need, if missing.
+# Install the Debian packages the build and the tests need, if missing,
+# and those named as arguments (make check-debug's kernel build).
 # Idempotent and quick when everything is there; root or sudo.
 
 set -euo pipefail
@@ -13,6 +14,7 @@ pkgs=(
 	iproute2 iputils-ping nftables iperf3 python3 python3-scapy python3-cryptography sparse
 	dkms dh-dkms debhelper dpkg-dev
 	libreswan libnss3-tools tshark
+	"$@"
 )
 
 # A kernel asked for by name (make check KVER=...): its image and headers.

@@ -4,17 +4,23 @@
 # Build (once, cached) the VM's initramfs for kernel KVER: static busybox,
 # the stock modules needed to mount the host over 9p, and guest-init.
 # Prints the initramfs path.
+#
+#   mkinitrd.sh KVER [BASEDIR]
+#
+# BASEDIR is where lib/modules/KVER is when not under / (a self-built
+# kernel's INSTALL_MOD_PATH); modules built into that kernel are skipped.
 
 set -euo pipefail
 
 kver=$1
+base=${2:-/}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/espintcp/vm/$kver
 initrd=$cache/initrd.gz
 busybox=/bin/busybox
 
 # Rebuild when any input changed.
-stamp=$( (sha256sum "$here/guest-init" "$0" "$busybox"; ls -l "/lib/modules/$kver/modules.dep") | sha256sum | cut -c1-16)
+stamp=$( (sha256sum "$here/guest-init" "$0" "$busybox"; ls -l "$base/lib/modules/$kver/modules.dep") | sha256sum | cut -c1-16)
 if [ -f "$initrd" ] && [ "$(cat "$cache/stamp" 2>/dev/null)" = "$stamp" ]; then
 	echo "$initrd"
 	exit 0
@@ -36,7 +42,7 @@ done
 # Modules in dependency order, as modprobe would load them.
 : > "$work/modules"
 for mod in virtio_pci 9pnet_virtio 9p overlay; do
-	modprobe -S "$kver" --show-depends "$mod" | while read -r kw path _; do
+	modprobe -d "$base" -S "$kver" --show-depends "$mod" | while read -r kw path _; do
 		[ "$kw" = insmod ] || continue
 		name=$(basename "$path")
 		name=${name%.xz}

@@ -3,12 +3,19 @@
 #
 # Run a command as root inside Debian's stock kernel under qemu (TCG).
 #
-#   run-vm.sh [--timeout SECS] [--kver KVER] [--out DIR] -- COMMAND...
+#   run-vm.sh [--timeout SECS] [--kver KVER] [--out DIR]
+#             [--kernel IMAGE --modules DIR] [--mem SIZE] [--append ARGS]
+#             -- COMMAND...
 #
 # The guest boots /boot/vmlinuz-KVER with a small cached initramfs (busybox
 # and the stock 9p/virtio modules), mounts the host's / read-only over 9p
 # with tmpfs over /tmp, /run, /var, /root and an overlay over /etc, and runs
 # COMMAND with bash in the directory run-vm.sh was called from.
+#
+# --kernel boots another image instead (make check-debug's): --modules DIR
+# then holds its lib/modules/RELEASE/, which the guest sees as /lib/modules.
+# --mem is the guest's memory (default 2G); --append adds to the kernel's
+# command line.
 #
 # Exit status: COMMAND's own; 124 when the guest timed out; 125 when the
 # guest kernel crashed or printed a warning (Oops, BUG, WARNING, KASAN,
@@ -23,20 +30,40 @@ top=$(cd "$here/../../.." && pwd)
 timeout=600
 kver=
 out=
+kernel=
+moddir=
+modbase=
+mem=2G
+append=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--timeout) timeout=$2; shift 2 ;;
 	--kver) kver=$2; shift 2 ;;
 	--out) out=$2; shift 2 ;;
+	--kernel) kernel=$2; shift 2 ;;
+	--modules) moddir=$2; shift 2 ;;
+	--mem) mem=$2; shift 2 ;;
+	--append) append=$2; shift 2 ;;
 	--) shift; break ;;
 	*) break ;;
 	esac
 done
-[ $# -gt 0 ] || { echo "usage: $0 [--timeout S] [--kver KVER] [--out DIR] -- COMMAND..." >&2; exit 126; }
+[ $# -gt 0 ] || { echo "usage: $0 [--timeout S] [--kver KVER] [--out DIR] [--kernel IMAGE --modules DIR] [--mem SIZE] [--append ARGS] -- COMMAND..." >&2; exit 126; }
 
-kver=${kver:-$("$top/scripts/kver.sh")} || { echo "run-vm: no kernel found" >&2; exit 126; }
-kernel=/boot/vmlinuz-$kver
-[ -r "$kernel" ] || { echo "run-vm: $kernel missing (apt-get install linux-image-amd64)" >&2; exit 126; }
+if [ -n "$kernel" ]; then
+	# A self-built kernel: its release is the one directory under
+	# DIR/lib/modules.
+	[ -r "$kernel" ] && [ -n "$moddir" ] || { echo "run-vm: --kernel needs a readable IMAGE and --modules DIR" >&2; exit 126; }
+	modbase=$(cd "$moddir" && pwd) || exit 126
+	moddir=$modbase/lib/modules
+	[ -d "$moddir" ] || { echo "run-vm: no lib/modules in $modbase" >&2; exit 126; }
+	kver=$(ls -1 "$moddir" | head -1)
+	[ -f "$moddir/$kver/modules.dep" ] || { echo "run-vm: no modules.dep under $moddir" >&2; exit 126; }
+else
+	kver=${kver:-$("$top/scripts/kver.sh")} || { echo "run-vm: no kernel found" >&2; exit 126; }
+	kernel=/boot/vmlinuz-$kver
+	[ -r "$kernel" ] || { echo "run-vm: $kernel missing (apt-get install linux-image-amd64)" >&2; exit 126; }
+fi
 
 out=${out:-$(mktemp -d /tmp/espintcp-vm.XXXXXX)}
 mkdir -p "$out"
@@ -44,7 +71,7 @@ share="$out/share"
 rm -rf "$share"
 mkdir -p "$share"
 
-initrd=$("$here/mkinitrd.sh" "$kver") || exit 126
+initrd=$("$here/mkinitrd.sh" "$kver" ${modbase:+"$modbase"}) || exit 126
 
 # The command, run by the guest in the caller's directory, which is shared
 # on its own (read-only) so that it is visible even under the guest's /tmp.
@@ -64,18 +91,26 @@ single|multi) ;;
 *) echo "run-vm: ESPINTCP_TCG must be single or multi" >&2; exit 126 ;;
 esac
 
+# The guest mounts a self-built kernel's modules over its /lib/modules.
+modshare=()
+if [ -n "$moddir" ]; then
+	touch "$share/modules"
+	modshare=(-virtfs "local,path=$moddir,mount_tag=kmods,security_model=none,readonly=on,multidevs=remap")
+fi
+
 cpus=$(nproc)
 [ "$cpus" -gt 4 ] && cpus=4
 start=$(date +%s.%N)
 set +e
 timeout -k 10 "$timeout" qemu-system-x86_64 \
-	-accel tcg,thread="$tcg" -cpu max -smp "$cpus" -m 2G \
+	-accel tcg,thread="$tcg" -cpu max -smp "$cpus" -m "$mem" \
 	-nographic -no-reboot -serial mon:stdio -nodefaults -vga none \
 	-kernel "$kernel" -initrd "$initrd" \
-	-append "console=ttyS0 quiet loglevel=4 panic=-1 oops=panic rdinit=/init" \
+	-append "console=ttyS0 quiet loglevel=4 panic=-1 oops=panic rdinit=/init${append:+ $append}" \
 	-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
 	-virtfs local,path="$share",mount_tag=result,security_model=none,multidevs=remap \
 	-virtfs local,path="$PWD",mount_tag=workdir,security_model=none,readonly=on,multidevs=remap \
+	"${modshare[@]}" \
 	</dev/null 2>&1 | tee "$out/console.log" |
 	sed -u -e '/ESPINTCP-VM /d' -e '/SeaBIOS\|^Booting from\|^iPXE\|^Press Ctrl/d' \
 	       -e 's/\x1b[[0-9;?]*[a-zA-Z]//g; s/\x1bc//g; s/\r$//'

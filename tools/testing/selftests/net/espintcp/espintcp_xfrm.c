@@ -266,12 +266,16 @@ static int sa(struct env *e, const char *verb, bool on_b, bool ab,
 	char encap[96];
 
 	encap_spec(e, ab, encap, sizeof(encap));
-	return runf("ip %s%s xfrm state %s src %s dst %s %s %#x reqid %u mode %s %s %s %s",
+	/* ip xfrm gives the selector the SA's family unless told otherwise:
+	 * IPv4 in IPv6 needs an IPv4 selector, as IKE daemons install.
+	 */
+	return runf("ip %s%s xfrm state %s src %s dst %s %s %#x reqid %u mode %s %s %s %s %s",
 		    on_b ? "-n " : "", on_b ? e->ns : "", verb,
 		    ab ? e->a : e->b, ab ? e->b : e->a, "proto esp spi", spi,
 		    reqid, e->tunnel ? "tunnel" : "transport",
 		    e->esn ? "flag esn replay-window 64" : "replay-window 64",
-		    e->algs, encap);
+		    e->algs, encap, e->ifamily != e->family ?
+		    "sel src 0.0.0.0/0 dst 0.0.0.0/0" : "");
 }
 
 static int sa_pair(struct env *e, const char *verb, unsigned int spi_ab,
@@ -1064,6 +1068,7 @@ TEST_F(tcp, udp_non_ike_as_stock)
 #define BP_CHUNK	(64u << 10)
 #define BP_NETEM	"delay 10ms rate 20mbit"	/* on A's veth: A to B */
 #define BP_BACKLOG	(64 << 10)	/* outer bytes queued before IKE goes */
+#define BP_FWD_BACKLOG	(16 << 10)	/* the same with a 64K send buffer */
 #define BP_IKE_MS	5000		/* "promptly", with TCG's slowness */
 
 /* fill()'s pattern from byte @off of the stream on. */
@@ -1132,12 +1137,12 @@ struct bp_probe {
 
 /*
  * Read and check @len pattern bytes and the end of stream from @fd. Once an
- * eighth has arrived and A's outer connection has a backlog of ESP, A sends
- * one IKE message and the time until B can read it is measured, while the
- * transfer goes on.
+ * eighth has arrived and A's outer connection has @backlog bytes queued, A
+ * sends one IKE message and the time until B can read it is measured, while
+ * the transfer goes on.
  */
 static int stream_check(struct env *e, int fd, size_t len, uint32_t seed,
-			struct bp_probe *pr)
+			int backlog, struct bp_probe *pr)
 {
 	static const uint8_t msg[] = { 0, 0, 0, 0, 'b', 'p' };
 	uint8_t *buf = malloc(BP_CHUNK), ike[64];
@@ -1183,7 +1188,7 @@ static int stream_check(struct env *e, int fd, size_t len, uint32_t seed,
 			off += n;
 		}
 		if (pr->backlog < 0 && off >= len / 8 &&
-		    outq(e->a_sk) >= BP_BACKLOG) {
+		    outq(e->a_sk) >= backlog) {
 			pr->backlog = outq(e->a_sk);
 			clock_gettime(CLOCK_MONOTONIC, &t0);
 			if (send(e->a_sk, msg, sizeof(msg), 0) != sizeof(msg))
@@ -1254,6 +1259,38 @@ static long long out_discards(int family)
 	return ret;
 }
 
+/* Sum of the XFRM counters starting with @prefix; logs the non-zero ones. */
+static uint64_t xfrm_sum(const char *who, const char *prefix)
+{
+	FILE *f = fopen("/proc/thread-self/net/xfrm_stat", "r");
+	char line[256], key[128];
+	unsigned long long v;
+	uint64_t ret = 0;
+
+	if (!f)
+		return ~0ULL;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%127s %llu", key, &v) != 2 || !v)
+			continue;
+		fprintf(stderr, "# %s: %s %llu\n", who, key, v);
+		if (!strncmp(key, prefix, strlen(prefix)))
+			ret += v;
+	}
+	fclose(f);
+	return ret;
+}
+
+static uint64_t b_xfrm_sum(struct env *e, const char *prefix)
+{
+	uint64_t v;
+
+	if (in_b(e))
+		return ~0ULL;
+	v = xfrm_sum("B", prefix);
+	in_a(e);
+	return v;
+}
+
 /* Tunnel mode with IPv4 inside IPv6 outer addresses. */
 static void env_inner_ipv4(struct env *e)
 {
@@ -1305,13 +1342,19 @@ TEST_F_TIMEOUT(bp, local_bulk, 900)
 	struct env *e = &self->e;
 	long long discards = out_discards(e->family);
 	struct bp_probe pr;
-	int c, s;
+	int c, s, ret;
 	pid_t pid;
 
-	ASSERT_EQ(0, bulk_pair(e, &c, &s));
+	ret = bulk_pair(e, &c, &s);
+	if (ret) {
+		fprintf(stderr, "# bulk connection: %s\n", strerror(errno));
+		runf("ip route get %s; ip xfrm policy; ip -s xfrm state; %s",
+		     e->bi, "grep -v ' 0$' /proc/net/xfrm_stat");
+	}
+	ASSERT_EQ(0, ret);
 	pid = stream_sender(c, BP_LEN, 5);
 	ASSERT_LT(0, pid);
-	EXPECT_EQ(0, stream_check(e, s, BP_LEN, 5, &pr));
+	EXPECT_EQ(0, stream_check(e, s, BP_LEN, 5, BP_BACKLOG, &pr));
 	EXPECT_EQ(0, wait_ok(pid));
 	close(c);
 	close(s);
@@ -1319,10 +1362,9 @@ TEST_F_TIMEOUT(bp, local_bulk, 900)
 	EXPECT_LE(0, pr.ike_ms) TH_LOG("ESP never backed up");
 	EXPECT_GT(BP_IKE_MS, pr.ike_ms);
 
-	EXPECT_EQ(0, read_xfrm_counter("XfrmOutError"));
-	EXPECT_EQ(0, b_xfrm_counter(e, "XfrmOutError"));
-	EXPECT_EQ(0, read_xfrm_counter(NULL));
-	EXPECT_EQ(0, b_xfrm_counter(e, NULL));
+	/* No output error of any kind, on either side. */
+	EXPECT_EQ(0, xfrm_sum("A", "XfrmOut"));
+	EXPECT_EQ(0, b_xfrm_sum(e, "XfrmOut"));
 	EXPECT_EQ(0, ulp_counter(e->a_port, "esp_tx_drops"));
 	EXPECT_EQ(0, ulp_counter(e->a_port, "esp_tx_congestion"));
 	EXPECT_EQ(discards, out_discards(e->family));
@@ -1423,7 +1465,7 @@ TEST_F_TIMEOUT(bp_fwd, forwarded_bulk, 900)
 
 	pid = stream_sender(c, BP_LEN, 9);
 	ASSERT_LT(0, pid);
-	EXPECT_EQ(0, stream_check(e, s, BP_LEN, 9, &pr));
+	EXPECT_EQ(0, stream_check(e, s, BP_LEN, 9, BP_FWD_BACKLOG, &pr));
 	EXPECT_EQ(0, wait_ok(pid));
 	close(c);
 	close(s);
@@ -1437,8 +1479,8 @@ TEST_F_TIMEOUT(bp_fwd, forwarded_bulk, 900)
 	EXPECT_LT(0, cong);
 	EXPECT_EQ(cong, ulp_counter(e->a_port, "esp_tx_drops"));
 	EXPECT_LE(discards + cong, out_discards(AF_INET));
-	EXPECT_EQ(0, read_xfrm_counter("XfrmOutError"));
-	EXPECT_EQ(0, b_xfrm_counter(e, "XfrmOutError"));
+	EXPECT_EQ(0, xfrm_sum("A", "XfrmOut"));
+	EXPECT_EQ(0, b_xfrm_sum(e, "XfrmOut"));
 }
 
 TEST_HARNESS_MAIN

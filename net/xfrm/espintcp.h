@@ -79,7 +79,7 @@ struct espintcp_ctx {
 	/* transmit */
 	struct espintcp_slot	tx;
 	struct sk_buff_head	esp_txq;
-	unsigned int		esp_txq_bytes;	/* truesize queued, under esp_txq.lock */
+	unsigned long		esp_txq_bytes;	/* truesize queued, under esp_txq.lock */
 	atomic_t		ike_waiters;	/* senders wanting the slot */
 	bool			tx_last_ike;	/* kind of the last completed message */
 	struct work_struct	tx_work;

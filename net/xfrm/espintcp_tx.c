@@ -298,7 +298,7 @@ static bool espintcp_keep_owner(const struct sk_buff *skb)
 
 int espintcp_xmit(struct espintcp_ctx *ctx, struct sk_buff *skb)
 {
-	unsigned int limit;
+	unsigned long limit;	/* sk_sndbuf may be up to INT_MAX */
 	bool local;
 	__be16 blen;
 	__be32 spi;

@@ -74,10 +74,14 @@ void espintcp_ctx_put(struct espintcp_ctx *ctx);
  *       skb->len, followed by the ESP packet (non-zero SPI)
  *
  * Any context (softirq, process, with or without the socket lock held by the
- * caller's task). Always consumes @skb. Returns 0 when queued; -ENOTCONN when
- * the socket is closing, -ENOBUFS when the bounded ESP queue is full, -EINVAL
- * for a malformed frame. Failures are counted in the socket's counters; the
- * caller accounts them in the XFRM MIB (it knows the SA's namespace).
+ * caller's task). Always consumes @skb. An skb charged to a local socket
+ * stays charged until it is written to the stream, so that its sender is
+ * throttled by its own budget and woken by the skb's destructor. Returns 0
+ * when queued; -ENOTCONN when the socket is closing, -ENOBUFS when the ESP
+ * queue is full (congestion: its limit in bytes follows the socket's send
+ * buffer), -EINVAL for a malformed frame. Failures are counted in the
+ * socket's counters; the caller accounts them in the namespace's MIBs (it
+ * knows the SA's namespace): -ENOBUFS as a discard, others as XfrmOutError.
  */
 int espintcp_xmit(struct espintcp_ctx *ctx, struct sk_buff *skb);
 

@@ -21,6 +21,8 @@
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <net/espintcp.h>
+#include <net/ip.h>
+#include <net/ipv6.h>
 #include <net/xfrm.h>
 
 #include "esp_core.h"
@@ -88,8 +90,29 @@ void esp_tcp_destroy_state(struct xfrm_state *x)
 	kfree(c);
 }
 
+/* The socket's ESP queue was full: a congestion drop, not a failure of the
+ * SA. It is counted where drops for lack of buffer space are counted for any
+ * outgoing IP datagram (RFC 4293 ipSystemStatsOutDiscards: Ip OutDiscards in
+ * /proc/net/snmp, Ip6OutDiscards in /proc/net/snmp6) in the outer family, and
+ * per socket by the ULP (esp_tx_congestion); XfrmOutError stays for packets
+ * that had no usable socket.
+ */
+static void esp_tcp_congestion(struct xfrm_state *x)
+{
+	struct net *net = xs_net(x);
+
+#if IS_ENABLED(CONFIG_IPV6)
+	if (x->props.family == AF_INET6) {
+		IP6_INC_STATS(net, NULL, IPSTATS_MIB_OUTDISCARDS);
+		return;
+	}
+#endif
+	IP_INC_STATS(net, IPSTATS_MIB_OUTDISCARDS);
+}
+
 /* Consumes @skb, which holds the encrypted packet with skb->data at the outer
- * network header. Failures count as XfrmOutError.
+ * network header. A full ESP queue counts as congestion (see above), other
+ * failures as XfrmOutError.
  */
 void esp_tcp_output(struct xfrm_state *x, struct sk_buff *skb)
 {
@@ -132,7 +155,9 @@ void esp_tcp_output(struct xfrm_state *x, struct sk_buff *skb)
 	spin_unlock_bh(&c->lock);
 	if (!ctx)
 		goto drop;
-	if (err)
+	if (err == -ENOBUFS)
+		esp_tcp_congestion(x);
+	else if (err)
 		XFRM_INC_STATS(xs_net(x), LINUX_MIB_XFRMOUTERROR);
 	return;
 

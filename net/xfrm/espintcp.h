@@ -28,10 +28,16 @@
 /* RFC 9329 section 3: a keepalive is Length 3 followed by one 0xFF byte. */
 #define ESPINTCP_KEEPALIVE_LEN	3
 #define ESPINTCP_NON_ESP_MARKER	4
-/* How many ESP packets may wait while the socket or the slot is busy. */
-#define ESPINTCP_ESP_TXQ_MAX	128
 /* When TCP refuses memory with nothing in flight, try again after this. */
 #define ESPINTCP_TX_RETRY	(HZ / 10)
+/* How much ESP may wait while the socket or the slot is busy, in truesize:
+ * the socket's send buffer (sk_sndbuf, autotuned by TCP) for ESP that no
+ * local socket is charged for (forwarded traffic), this many times as much
+ * for ESP that a local socket is charged for. The latter is bounded by its
+ * sender's own budget (TCP small queues, SO_SNDBUF) long before this; the
+ * factor only caps many local senders together.
+ */
+#define ESPINTCP_ESP_TXQ_LOCAL	4
 
 enum {
 	ESPINTCP_CLOSING,	/* close() started: queue nothing, arm nothing */
@@ -50,6 +56,7 @@ struct espintcp_stats {
 	u64	bad_rx;		/* too short for a marker or an SPI */
 	u64	esp_tx_drops;	/* ESP queue full, or dropped at close */
 	u64	tx_work;	/* runs of the tx work */
+	u64	esp_tx_congestion; /* of esp_tx_drops: ESP queue full */
 };
 
 /* The one message being written to TCP. Its bytes never interleave with any
@@ -75,6 +82,7 @@ struct espintcp_ctx {
 	/* transmit */
 	struct espintcp_slot	tx;
 	struct sk_buff_head	esp_txq;
+	unsigned long		esp_txq_bytes;	/* truesize queued, under esp_txq.lock */
 	atomic_t		ike_waiters;	/* senders wanting the slot */
 	bool			tx_last_ike;	/* kind of the last completed message */
 	bool			tx_in_tcp;	/* in TCP's send, socket lock owned */

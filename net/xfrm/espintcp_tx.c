@@ -133,9 +133,26 @@ static void espintcp_slot_done(struct espintcp_ctx *ctx)
 	else
 		ESPINTCP_INC(ctx, esp_tx);
 	ctx->tx_last_ike = slot->ike;
+	/* An ESP packet charged to a local sender releases the charge now
+	 * and wakes the sender through its destructor (espintcp_xmit()).
+	 */
 	consume_skb(slot->skb);
 	WRITE_ONCE(slot->skb, NULL);
 	espintcp_wake_writers(ctx->sk);
+}
+
+/* The next queued ESP packet, if any. */
+static struct sk_buff *espintcp_esp_dequeue(struct espintcp_ctx *ctx)
+{
+	struct sk_buff *skb;
+
+	spin_lock_bh(&ctx->esp_txq.lock);
+	skb = __skb_dequeue(&ctx->esp_txq);
+	if (skb)
+		WRITE_ONCE(ctx->esp_txq_bytes,
+			   ctx->esp_txq_bytes - skb->truesize);
+	spin_unlock_bh(&ctx->esp_txq.lock);
+	return skb;
 }
 
 /* Move messages into TCP until it is full or nothing waits. Socket lock
@@ -154,7 +171,7 @@ static int espintcp_push(struct espintcp_ctx *ctx)
 
 			if (atomic_read(&ctx->ike_waiters) && !ctx->tx_last_ike)
 				return 0;
-			skb = skb_dequeue(&ctx->esp_txq);
+			skb = espintcp_esp_dequeue(ctx);
 			if (!skb)
 				return 0;
 			slot->offset = 0;
@@ -178,12 +195,21 @@ static void espintcp_tx_purge(struct espintcp_ctx *ctx)
 
 	skb = slot->skb;
 	WRITE_ONCE(slot->skb, NULL);
-	if (skb && slot->ike)
+	if (skb && slot->ike) {
 		kfree_skb(skb);
-	else if (skb)
-		skb_queue_head(&ctx->esp_txq, skb);
+	} else if (skb) {
+		spin_lock_bh(&ctx->esp_txq.lock);
+		WRITE_ONCE(ctx->esp_txq_bytes,
+			   ctx->esp_txq_bytes + skb->truesize);
+		__skb_queue_head(&ctx->esp_txq, skb);
+		spin_unlock_bh(&ctx->esp_txq.lock);
+	}
 
-	while ((skb = skb_dequeue(&ctx->esp_txq))) {
+	/* Process context: the destructors of ESP still charged to local
+	 * sockets (see espintcp_xmit()) run here, as they would when a
+	 * device queue is flushed.
+	 */
+	while ((skb = espintcp_esp_dequeue(ctx))) {
 		kfree_skb(skb);
 		XFRM_INC_STATS(net, LINUX_MIB_XFRMOUTERROR);
 		n++;
@@ -264,8 +290,50 @@ void espintcp_write_space(struct sock *sk)
 	rcu_read_unlock();
 }
 
+/* Whether @skb may stay charged to its sender while it waits for the stream.
+ *
+ * A local sender is throttled by the memory it is charged for: TCP small
+ * queues by sk_wmem_alloc, UDP, raw and ping sockets by SO_SNDBUF, and both
+ * are woken by the skb's destructor (tcp_wfree(), sock_wfree()) when it is
+ * freed. Orphaning the skb here would release that memory at once and let
+ * the sender fill the ESP queue until it overflows. So the skb keeps its
+ * owner until it is written to the stream (espintcp_slot_done()) or dropped
+ * (espintcp_tx_purge()), exactly as a packet in a device queue does; the
+ * sender's wakeup then comes from the destructor.
+ *
+ * That is safe because:
+ *  - a full socket cannot be freed while an skb holds its sk_wmem_alloc or
+ *    a reference (sk_free() leaves the last free to the destructor), so the
+ *    queue never points at a freed socket, whatever happens to the sender
+ *    or its namespace meanwhile;
+ *  - every skb leaves the queue through consume_skb() or kfree_skb() in the
+ *    tx work, close() or sendmsg(), in process context; tcp_wfree() and
+ *    sock_wfree() are written for any context (XFRM error paths and
+ *    skb_orphan() in process-context output already run them there);
+ *    none is run under the ESP queue's lock, and no sender's write_space
+ *    callback takes the espintcp socket's lock;
+ *  - nothing between here and the free re-owns the skb: the stream takes a
+ *    copy of the bytes (or page references), never the skb, and this is
+ *    the only skb_orphan() on the path;
+ *  - skb->truesize does not change while queued (and pskb_expand_head()
+ *    keeps it for owned skbs), so the destructor releases what was
+ *    charged.
+ *
+ * Not kept: skbs without a socket (forwarded traffic), and those of a
+ * request or timewait socket (SYN-ACK, RST, ACK sent on behalf of a socket
+ * that is not a full one: sock_edemux() holds a reference to a small
+ * structure without send accounting). Those are orphaned, which drops that
+ * reference now; they count against the smaller forwarding budget.
+ */
+static bool espintcp_keep_owner(const struct sk_buff *skb)
+{
+	return skb->sk && skb->destructor && sk_fullsock(skb->sk);
+}
+
 int espintcp_xmit(struct espintcp_ctx *ctx, struct sk_buff *skb)
 {
+	unsigned long limit;	/* sk_sndbuf may be up to INT_MAX */
+	bool local;
 	__be16 blen;
 	__be32 spi;
 	int err;
@@ -285,21 +353,39 @@ int espintcp_xmit(struct espintcp_ctx *ctx, struct sk_buff *skb)
 		goto drop;
 	}
 	skb_dst_drop(skb);
-	skb_orphan(skb);
+	local = espintcp_keep_owner(skb);
+	if (!local)
+		skb_orphan(skb);
 
 	spin_lock_bh(&ctx->esp_txq.lock);
 	if (espintcp_closing(ctx)) {
 		err = -ENOTCONN;
-	} else if (skb_queue_len(&ctx->esp_txq) >= ESPINTCP_ESP_TXQ_MAX) {
-		err = -ENOBUFS;
-	} else {
-		__skb_queue_tail(&ctx->esp_txq, skb);
-		espintcp_tx_kick(ctx);
-		err = 0;
+		goto unlock;
 	}
+	/* Not closing: ctx->sk is alive while we hold the lock. A limit that
+	 * is not yet reached admits one more packet of any size, so a
+	 * message always fits into an empty queue.
+	 */
+	limit = READ_ONCE(ctx->sk->sk_sndbuf);
+	if (local)
+		limit *= ESPINTCP_ESP_TXQ_LOCAL;
+	if (ctx->esp_txq_bytes >= limit) {
+		err = -ENOBUFS;
+		ESPINTCP_INC(ctx, esp_tx_congestion);
+		goto unlock;
+	}
+	WRITE_ONCE(ctx->esp_txq_bytes, ctx->esp_txq_bytes + skb->truesize);
+	__skb_queue_tail(&ctx->esp_txq, skb);
+	espintcp_tx_kick(ctx);
 	spin_unlock_bh(&ctx->esp_txq.lock);
-	if (!err)
-		return 0;
+	return 0;
+
+unlock:
+	ESPINTCP_INC(ctx, esp_tx_drops);
+	spin_unlock_bh(&ctx->esp_txq.lock);
+	kfree_skb(skb);
+	return err;
+
 drop:
 	kfree_skb(skb);
 	spin_lock_bh(&ctx->esp_txq.lock);

@@ -300,6 +300,9 @@ static int espintcp_put_counters(struct sk_buff *skb,
 		{ ESPINTCP_INFO_IKE_RXQ, skb_queue_len_lockless(&ctx->ike_rxq) },
 		{ ESPINTCP_INFO_ESP_TXQ, skb_queue_len_lockless(&ctx->esp_txq) },
 		{ ESPINTCP_INFO_TX_WORK, READ_ONCE(ctx->stats.tx_work) },
+		{ ESPINTCP_INFO_ESP_TX_CONGESTION,
+		  READ_ONCE(ctx->stats.esp_tx_congestion) },
+		{ ESPINTCP_INFO_ESP_TXQ_BYTES, READ_ONCE(ctx->esp_txq_bytes) },
 	};
 	struct nlattr *nest;
 	int i;

@@ -25,10 +25,12 @@ enum {
 	ESPINTCP_INFO_IKE_RX_DROPS,	/* IKE dropped: receive buffer full */
 	ESPINTCP_INFO_ESP_RX_DROPS,	/* ESP dropped before XFRM */
 	ESPINTCP_INFO_BAD_RX,		/* messages too short to classify */
-	ESPINTCP_INFO_ESP_TX_DROPS,	/* ESP dropped: queue full or closing */
+	ESPINTCP_INFO_ESP_TX_DROPS,	/* ESP dropped: queue full, closing, bad */
 	ESPINTCP_INFO_IKE_RXQ,		/* IKE messages waiting for recv() */
 	ESPINTCP_INFO_ESP_TXQ,		/* ESP messages waiting for TCP */
 	ESPINTCP_INFO_TX_WORK,		/* runs of the transmit work */
+	ESPINTCP_INFO_ESP_TX_CONGESTION,	/* of ESP_TX_DROPS: ESP queue full */
+	ESPINTCP_INFO_ESP_TXQ_BYTES,	/* truesize of ESP waiting for TCP */
 	__ESPINTCP_INFO_MAX,
 };
 

@@ -1374,8 +1374,14 @@ TEST_F_TIMEOUT(ulp, ike_and_esp_take_turns, 300)
 	static uint8_t buf[4096];
 	pthread_t th[SENDERS];
 	int i, esp = 0, ike = 0, after_last_ike = 0, prev_ike = 0;
+	int sndbuf = 1 << 20;
 
-	/* The peer does not read: ESP fills TCP and then the ESP queue. */
+	/* The peer does not read: ESP fills TCP and then the ESP queue, which
+	 * holds as many bytes as the send buffer: a fixed one (wmem_max caps
+	 * the request) holds far more than 64 of these packets.
+	 */
+	ASSERT_EQ(0, setsockopt(self->ulp, SOL_SOCKET, SO_SNDBUF, &sndbuf,
+				sizeof(sndbuf)));
 	ASSERT_TRUE(inject_loaded());
 	ASSERT_EQ(0, inject_start(self->ulp, 20000, 1000));
 	ASSERT_EQ(0, wait_inject_done(&st));

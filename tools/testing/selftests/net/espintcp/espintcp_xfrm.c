@@ -25,6 +25,7 @@
 #include <stdarg.h>
 #include <sys/prctl.h>
 #include <sys/ioctl.h>
+#include <linux/sockios.h>
 #include <sys/sendfile.h>
 #include <sys/utsname.h>
 #include <time.h>
@@ -51,7 +52,8 @@ static const char alg_gcm[] =
 	"aead 'rfc4106(gcm(aes))' 0x0102030405060708090a0b0c0d0e0f1011121314 128";
 
 struct env {
-	int family;
+	int family;		/* outer */
+	int ifamily;		/* inner: the same, or IPv4 in IPv6 */
 	bool tunnel;
 	enum encap encap;
 	const char *algs;
@@ -119,18 +121,23 @@ static int in_a(struct env *e)
 	return setns(e->self_fd, CLONE_NEWNET);
 }
 
-static int b_socket(struct env *e, int type)
+static int b_socket_family(struct env *e, int family, int type)
 {
 	int fd;
 
 	if (in_b(e))
 		return -1;
-	fd = socket(e->family, type, 0);
+	fd = socket(family, type, 0);
 	if (in_a(e)) {
 		close(fd);
 		return -1;
 	}
 	return fd;
+}
+
+static int b_socket(struct env *e, int type)
+{
+	return b_socket_family(e, e->family, type);
 }
 
 static uint64_t b_xfrm_counter(struct env *e, const char *name)
@@ -259,12 +266,16 @@ static int sa(struct env *e, const char *verb, bool on_b, bool ab,
 	char encap[96];
 
 	encap_spec(e, ab, encap, sizeof(encap));
-	return runf("ip %s%s xfrm state %s src %s dst %s %s %#x reqid %u mode %s %s %s %s",
+	/* ip xfrm gives the selector the SA's family unless told otherwise:
+	 * IPv4 in IPv6 needs an IPv4 selector, as IKE daemons install.
+	 */
+	return runf("ip %s%s xfrm state %s src %s dst %s %s %#x reqid %u mode %s %s %s %s %s",
 		    on_b ? "-n " : "", on_b ? e->ns : "", verb,
 		    ab ? e->a : e->b, ab ? e->b : e->a, "proto esp spi", spi,
 		    reqid, e->tunnel ? "tunnel" : "transport",
 		    e->esn ? "flag esn replay-window 64" : "replay-window 64",
-		    e->algs, encap);
+		    e->algs, encap, e->ifamily != e->family ?
+		    "sel src 0.0.0.0/0 dst 0.0.0.0/0" : "");
 }
 
 static int sa_pair(struct env *e, const char *verb, unsigned int spi_ab,
@@ -296,7 +307,7 @@ static int add_policy(struct env *e, bool on_b, const char *dir,
 		      const char *src, const char *dst, const char *so,
 		      const char *dsto, const char *proto, unsigned int reqid)
 {
-	int plen = e->family == AF_INET ? 32 : 128;
+	int plen = e->ifamily == AF_INET ? 32 : 128;
 	char tmpl[256];
 
 	snprintf(tmpl, sizeof(tmpl), "src %s dst %s proto esp reqid %u mode %s",
@@ -352,6 +363,7 @@ static int env_setup(struct env *e, int family, bool tunnel, enum encap encap,
 
 	memset(e, 0, sizeof(*e));
 	e->family = family;
+	e->ifamily = family;
 	e->tunnel = tunnel;
 	e->encap = encap;
 	e->algs = algs;
@@ -431,15 +443,15 @@ static int do_ping(struct env *e, int count)
 static int bulk_pair(struct env *e, int *client, int *server)
 {
 	struct sockaddr_storage ss;
-	socklen_t len = mkaddr(e->family, e->bi, BULK_PORT, &ss);
+	socklen_t len = mkaddr(e->ifamily, e->bi, BULK_PORT, &ss);
 	int one = 1, lsn, c;
 
-	lsn = b_socket(e, SOCK_STREAM);
+	lsn = b_socket_family(e, e->ifamily, SOCK_STREAM);
 	if (lsn < 0 ||
 	    setsockopt(lsn, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
 	    bind(lsn, (void *)&ss, len) || listen(lsn, 1))
 		return -1;
-	c = socket(e->family, SOCK_STREAM, 0);
+	c = socket(e->ifamily, SOCK_STREAM, 0);
 	if (c < 0 || connect(c, (void *)&ss, len))
 		return -1;
 	*server = accept(lsn, NULL, NULL);
@@ -510,8 +522,8 @@ static pid_t flood(struct env *e)
 
 	if (pid == 0) {
 		struct sockaddr_storage ss;
-		socklen_t len = mkaddr(e->family, e->bi, 9, &ss);
-		int fd = socket(e->family, SOCK_DGRAM, 0);
+		socklen_t len = mkaddr(e->ifamily, e->bi, 9, &ss);
+		int fd = socket(e->ifamily, SOCK_DGRAM, 0);
 		char buf[512] = { 0 };
 
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -530,8 +542,8 @@ static void stop(pid_t pid)
 static int send_datagram(struct env *e)
 {
 	struct sockaddr_storage ss;
-	socklen_t len = mkaddr(e->family, e->bi, 9, &ss);
-	int fd = socket(e->family, SOCK_DGRAM, 0);
+	socklen_t len = mkaddr(e->ifamily, e->bi, 9, &ss);
+	int fd = socket(e->ifamily, SOCK_DGRAM, 0);
 	char buf[64] = { 0 };
 	ssize_t n;
 
@@ -876,7 +888,7 @@ TEST_F_TIMEOUT(tcp, reconnect_from_new_port, 300)
 TEST_F_TIMEOUT(tcp, two_child_sas, 300)
 {
 	struct env *e = &self->e;
-	const char *icmp = e->family == AF_INET ? "proto icmp" :
+	const char *icmp = e->ifamily == AF_INET ? "proto icmp" :
 						   "proto ipv6-icmp";
 
 	ASSERT_EQ(0, sa_pair(e, "add", SPI_AB + 2, SPI_BA + 2, 2));
@@ -1124,6 +1136,432 @@ TEST_F(tcp, udp_non_ike_as_stock)
 	}
 	runf("ip xfrm state delete src %s dst %s proto esp spi 0x3001 2>/dev/null",
 	     e->a, e->b);
+}
+
+/*
+ * Backpressure: local senders are throttled through an ESP-in-TCP SA the way
+ * they are through ESP-in-UDP (their packets stay charged to them until they
+ * are in the stream), so a bulk transfer over a slow outer path loses
+ * nothing; forwarded traffic that overflows the ESP queue is counted as
+ * congestion, never as an XFRM error. IKE keeps getting through meanwhile.
+ */
+#define BP_LEN		(64u << 20)	/* per transfer */
+#define BP_CHUNK	(64u << 10)
+#define BP_NETEM	"delay 10ms rate 20mbit"	/* on A's veth: A to B */
+#define BP_BACKLOG	(64 << 10)	/* outer bytes queued before IKE goes */
+#define BP_FWD_BACKLOG	(16 << 10)	/* the same with a 64K send buffer */
+#define BP_IKE_MS	5000		/* "promptly", with TCG's slowness */
+
+/* fill()'s pattern from byte @off of the stream on. */
+static void fill_at(uint8_t *p, size_t len, uint32_t seed, size_t off)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		p[i] = (uint8_t)(seed * 31 + (off + i) * 7);
+}
+
+static int check_at(const uint8_t *p, size_t len, uint32_t seed, size_t off)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if (p[i] != (uint8_t)(seed * 31 + (off + i) * 7))
+			return -1;
+	return 0;
+}
+
+/* Stream @len pattern bytes from a child, then shut down; returns its pid. */
+static pid_t stream_sender(int fd, size_t len, uint32_t seed)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		uint8_t *buf = malloc(BP_CHUNK);
+		size_t off;
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (!buf)
+			_exit(1);
+		for (off = 0; off < len; off += BP_CHUNK) {
+			size_t n = len - off < BP_CHUNK ? len - off : BP_CHUNK;
+
+			fill_at(buf, n, seed, off);
+			if (write_all(fd, buf, n))
+				_exit(1);
+		}
+		_exit(shutdown(fd, SHUT_WR) ? 1 : 0);
+	}
+	return pid;
+}
+
+static long ms_since(const struct timespec *t0)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (t.tv_sec - t0->tv_sec) * 1000 +
+	       (t.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+static int outq(int fd)
+{
+	int n = -1;
+
+	return ioctl(fd, SIOCOUTQ, &n) ? -1 : n;
+}
+
+struct bp_probe {
+	long ike_ms;		/* IKE message A to B, -1: never sent */
+	int backlog;		/* A's outer send queue when it was sent */
+};
+
+/*
+ * Read and check @len pattern bytes and the end of stream from @fd. Once an
+ * eighth has arrived and A's outer connection has @backlog bytes queued, A
+ * sends one IKE message and the time until B can read it is measured, while
+ * the transfer goes on.
+ */
+static int stream_check(struct env *e, int fd, size_t len, uint32_t seed,
+			int backlog, struct bp_probe *pr)
+{
+	static const uint8_t msg[] = { 0, 0, 0, 0, 'b', 'p' };
+	uint8_t *buf = malloc(BP_CHUNK), ike[64];
+	struct timespec t0;
+	size_t off = 0;
+	bool eof = false;
+	int ret = -1;
+
+	pr->ike_ms = -1;
+	pr->backlog = -1;
+	if (!buf)
+		return -1;
+	while (!eof || (pr->backlog >= 0 && pr->ike_ms < 0)) {
+		struct pollfd p[2] = {
+			{ .fd = eof ? -1 : fd, .events = POLLIN },
+			{ .fd = e->b_sk, .events = POLLIN },
+		};
+		ssize_t n;
+
+		if (poll(p, 2, WAIT_MS) <= 0) {
+			fprintf(stderr, "# stalled at %zu bytes\n", off);
+			goto out;
+		}
+		if (p[1].revents & POLLIN) {
+			n = recv(e->b_sk, ike, sizeof(ike), 0);
+			if (pr->backlog < 0 || n != sizeof(msg) ||
+			    memcmp(ike, msg, sizeof(msg)))
+				goto out;
+			pr->ike_ms = ms_since(&t0);
+		}
+		if (p[0].revents) {
+			n = read(fd, buf, BP_CHUNK);
+			if (n < 0 || (size_t)n > len - off ||
+			    check_at(buf, n, seed, off)) {
+				fprintf(stderr, "# corrupted at %zu bytes\n", off);
+				goto out;
+			}
+			eof = n == 0;
+			if (eof && off < len) {
+				fprintf(stderr, "# short: %zu bytes\n", off);
+				goto out;
+			}
+			off += n;
+		}
+		if (pr->backlog < 0 && off >= len / 8 &&
+		    outq(e->a_sk) >= backlog) {
+			pr->backlog = outq(e->a_sk);
+			clock_gettime(CLOCK_MONOTONIC, &t0);
+			if (send(e->a_sk, msg, sizeof(msg), 0) != sizeof(msg))
+				goto out;
+		}
+	}
+	ret = 0;
+out:
+	free(buf);
+	return ret;
+}
+
+/* A counter of the espintcp socket with local port @port, from sock_diag. */
+static long long ulp_counter(unsigned short port, const char *name)
+{
+	char cmd[64], line[1024], key[64], *p;
+	long long val = -1;
+	FILE *f;
+
+	snprintf(cmd, sizeof(cmd), "./espintcp_diag %u", port);
+	f = popen(cmd, "r");
+	if (!f)
+		return -1;
+	snprintf(key, sizeof(key), " %s=", name);
+	while (fgets(line, sizeof(line), f)) {
+		p = strstr(line, key);
+		if (p)
+			val = strtoll(p + strlen(key), NULL, 10);
+	}
+	pclose(f);
+	return val;
+}
+
+/* Ip OutDiscards (or Ip6OutDiscards) of the calling thread's namespace. */
+static long long out_discards(int family)
+{
+	char hdr[2048], val[2048], *h, *v, *hs, *vs;
+	long long ret = -1;
+	FILE *f;
+
+	if (family == AF_INET6) {
+		f = fopen("/proc/thread-self/net/snmp6", "r");
+		if (!f)
+			return -1;
+		while (fgets(val, sizeof(val), f))
+			if (sscanf(val, "Ip6OutDiscards %lld", &ret) == 1)
+				break;
+		fclose(f);
+		return ret;
+	}
+	f = fopen("/proc/thread-self/net/snmp", "r");
+	if (!f)
+		return -1;
+	while (fgets(hdr, sizeof(hdr), f) && fgets(val, sizeof(val), f)) {
+		if (strncmp(hdr, "Ip: ", 4))
+			continue;
+		h = strtok_r(hdr, "\n ", &hs);
+		v = strtok_r(val, "\n ", &vs);
+		while (h && v) {
+			if (!strcmp(h, "OutDiscards"))
+				ret = strtoll(v, NULL, 10);
+			h = strtok_r(NULL, "\n ", &hs);
+			v = strtok_r(NULL, "\n ", &vs);
+		}
+		break;
+	}
+	fclose(f);
+	return ret;
+}
+
+/* Sum of the XFRM counters starting with @prefix; logs the non-zero ones. */
+static uint64_t xfrm_sum(const char *who, const char *prefix)
+{
+	FILE *f = fopen("/proc/thread-self/net/xfrm_stat", "r");
+	char line[256], key[128];
+	unsigned long long v;
+	uint64_t ret = 0;
+
+	if (!f)
+		return ~0ULL;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%127s %llu", key, &v) != 2 || !v)
+			continue;
+		fprintf(stderr, "# %s: %s %llu\n", who, key, v);
+		if (!strncmp(key, prefix, strlen(prefix)))
+			ret += v;
+	}
+	fclose(f);
+	return ret;
+}
+
+static uint64_t b_xfrm_sum(struct env *e, const char *prefix)
+{
+	uint64_t v;
+
+	if (in_b(e))
+		return ~0ULL;
+	v = xfrm_sum("B", prefix);
+	in_a(e);
+	return v;
+}
+
+/* Tunnel mode with IPv4 inside IPv6 outer addresses. */
+static void env_inner_ipv4(struct env *e)
+{
+	e->ifamily = AF_INET;
+	e->ai = "10.72.1.1";
+	e->bi = "10.72.2.1";
+}
+
+FIXTURE(bp) {
+	struct env e;
+};
+
+FIXTURE_VARIANT(bp) {
+	int family;
+	int ifamily;
+	bool tunnel;
+};
+
+FIXTURE_VARIANT_ADD(bp, tcp4_transport) { AF_INET, AF_INET, false };
+
+FIXTURE_VARIANT_ADD(bp, tcp6_transport) { AF_INET6, AF_INET6, false };
+
+FIXTURE_VARIANT_ADD(bp, tcp4_tunnel) { AF_INET, AF_INET, true };
+
+/* The case of the report: IPv4 in IPv6. */
+FIXTURE_VARIANT_ADD(bp, tcp6_tunnel_ipv4) { AF_INET6, AF_INET, true };
+
+FIXTURE_SETUP(bp)
+{
+	struct env *e = &self->e;
+
+	ASSERT_EQ(0, env_setup(e, variant->family, variant->tunnel, ENC_TCP,
+			       alg_gcm, false));
+	if (variant->ifamily != variant->family)
+		env_inner_ipv4(e);
+	ASSERT_EQ(0, sa_pair(e, "add", SPI_AB, SPI_BA, 1));
+	ASSERT_EQ(0, policies(e, "", 1));
+	ASSERT_EQ(0, runf("tc qdisc add dev veth0 root netem %s", BP_NETEM));
+}
+
+FIXTURE_TEARDOWN(bp)
+{
+	env_teardown(&self->e);
+}
+
+/* A local sender through a slow outer path: nothing lost, nothing dropped. */
+TEST_F_TIMEOUT(bp, local_bulk, 900)
+{
+	struct env *e = &self->e;
+	long long discards = out_discards(e->family);
+	struct bp_probe pr;
+	int c, s, ret;
+	pid_t pid;
+
+	ret = bulk_pair(e, &c, &s);
+	if (ret) {
+		fprintf(stderr, "# bulk connection: %s\n", strerror(errno));
+		runf("ip route get %s; ip xfrm policy; ip -s xfrm state; %s",
+		     e->bi, "grep -v ' 0$' /proc/net/xfrm_stat");
+	}
+	ASSERT_EQ(0, ret);
+	pid = stream_sender(c, BP_LEN, 5);
+	ASSERT_LT(0, pid);
+	EXPECT_EQ(0, stream_check(e, s, BP_LEN, 5, BP_BACKLOG, &pr));
+	EXPECT_EQ(0, wait_ok(pid));
+	close(c);
+	close(s);
+	TH_LOG("IKE behind %d bytes of ESP: %ld ms", pr.backlog, pr.ike_ms);
+	EXPECT_LE(0, pr.ike_ms) TH_LOG("ESP never backed up");
+	EXPECT_GT(BP_IKE_MS, pr.ike_ms);
+
+	/* No output error of any kind, on either side. */
+	EXPECT_EQ(0, xfrm_sum("A", "XfrmOut"));
+	EXPECT_EQ(0, b_xfrm_sum(e, "XfrmOut"));
+	EXPECT_EQ(0, ulp_counter(e->a_port, "esp_tx_drops"));
+	EXPECT_EQ(0, ulp_counter(e->a_port, "esp_tx_congestion"));
+	EXPECT_EQ(discards, out_discards(e->family));
+	EXPECT_LT(BP_LEN / 2000, sa_packets(e, false, true, SPI_AB));
+}
+
+/*
+ * Forwarded traffic: C (10.72.3.2) reaches B's inner address through A,
+ * which tunnels it to B. Nothing charges it to a sender, so when it
+ * overflows A's ESP queue (sized after the socket's send buffer, made small
+ * here) it is dropped as congestion; the inner TCP recovers.
+ */
+FIXTURE(bp_fwd) {
+	struct env e;
+	char c_ns[64];
+	int c_fd;
+};
+
+FIXTURE_SETUP(bp_fwd)
+{
+	static const char * const cmds[] = {
+		"ip netns add %1$s",
+		"ip link add veth2 type veth peer name veth3 netns %1$s",
+		"ip addr add 10.72.3.1/24 dev veth2",
+		"ip link set veth2 up",
+		"ip -n %1$s link set lo up",
+		"ip -n %1$s addr add 10.72.3.2/24 dev veth3",
+		"ip -n %1$s link set veth3 up",
+		"ip -n %1$s route add default via 10.72.3.1",
+		"echo 1 > /proc/sys/net/ipv4/ip_forward",
+		"ip xfrm policy add src 10.72.3.0/24 dst 10.72.2.1/32 dir out tmpl src 10.72.0.1 dst 10.72.0.2 proto esp reqid 1 mode tunnel",
+		"ip xfrm policy add src 10.72.2.1/32 dst 10.72.3.0/24 dir fwd tmpl src 10.72.0.2 dst 10.72.0.1 proto esp reqid 1 mode tunnel",
+		"tc qdisc add dev veth0 root netem " BP_NETEM,
+	};
+	static const char * const b_cmds[] = {
+		"ip -n %s route add 10.72.3.0/24 dev veth1 src 10.72.2.1",
+		"ip -n %s xfrm policy add src 10.72.2.1/32 dst 10.72.3.0/24 dir out tmpl src 10.72.0.2 dst 10.72.0.1 proto esp reqid 1 mode tunnel",
+		"ip -n %s xfrm policy add src 10.72.3.0/24 dst 10.72.2.1/32 dir in tmpl src 10.72.0.1 dst 10.72.0.2 proto esp reqid 1 mode tunnel",
+	};
+	struct env *e = &self->e;
+	int sndbuf = 64 << 10;
+	char path[128];
+	size_t i;
+
+	self->c_fd = -1;
+	ASSERT_EQ(0, env_setup(e, AF_INET, true, ENC_TCP, alg_gcm, false));
+	snprintf(self->c_ns, sizeof(self->c_ns), "espintcp-c-%d", getpid());
+	for (i = 0; i < ARRAY_SIZE(cmds) + ARRAY_SIZE(b_cmds); i++) {
+		const char *cmd = i < ARRAY_SIZE(cmds) ? cmds[i] :
+				  b_cmds[i - ARRAY_SIZE(cmds)];
+		int rc = runf(cmd, i < ARRAY_SIZE(cmds) ? self->c_ns : e->ns);
+
+		if (rc)
+			fprintf(stderr, "# failed: %s\n", cmd);
+		ASSERT_EQ(0, rc);
+	}
+	snprintf(path, sizeof(path), "/run/netns/%s", self->c_ns);
+	self->c_fd = open(path, O_RDONLY | O_CLOEXEC);
+	ASSERT_LE(0, self->c_fd);
+	ASSERT_EQ(0, sa_pair(e, "add", SPI_AB, SPI_BA, 1));
+	ASSERT_EQ(0, setsockopt(e->a_sk, SOL_SOCKET, SO_SNDBUF, &sndbuf,
+				sizeof(sndbuf)));
+}
+
+FIXTURE_TEARDOWN(bp_fwd)
+{
+	if (self->c_fd >= 0) {
+		close(self->c_fd);
+		runf("ip netns del %s", self->c_ns);
+	}
+	env_teardown(&self->e);
+}
+
+TEST_F_TIMEOUT(bp_fwd, forwarded_bulk, 900)
+{
+	struct env *e = &self->e;
+	struct sockaddr_storage ss;
+	socklen_t len = mkaddr(AF_INET, "10.72.2.1", BULK_PORT, &ss);
+	long long discards = out_discards(AF_INET), cong;
+	int one = 1, lsn, c, s;
+	struct bp_probe pr;
+	pid_t pid;
+
+	lsn = b_socket_family(e, AF_INET, SOCK_STREAM);
+	ASSERT_LE(0, lsn);
+	ASSERT_EQ(0, setsockopt(lsn, SOL_SOCKET, SO_REUSEADDR, &one,
+				sizeof(one)));
+	ASSERT_EQ(0, bind(lsn, (void *)&ss, len));
+	ASSERT_EQ(0, listen(lsn, 1));
+	ASSERT_EQ(0, setns(self->c_fd, CLONE_NEWNET));
+	c = socket(AF_INET, SOCK_STREAM, 0);
+	ASSERT_EQ(0, in_a(e));
+	ASSERT_LE(0, c);
+	ASSERT_EQ(0, connect(c, (void *)&ss, len));
+	s = accept(lsn, NULL, NULL);
+	ASSERT_LE(0, s);
+	close(lsn);
+
+	pid = stream_sender(c, BP_LEN, 9);
+	ASSERT_LT(0, pid);
+	EXPECT_EQ(0, stream_check(e, s, BP_LEN, 9, BP_FWD_BACKLOG, &pr));
+	EXPECT_EQ(0, wait_ok(pid));
+	close(c);
+	close(s);
+	TH_LOG("IKE behind %d bytes of ESP: %ld ms", pr.backlog, pr.ike_ms);
+	EXPECT_LE(0, pr.ike_ms);
+	EXPECT_GT(BP_IKE_MS, pr.ike_ms);
+
+	/* Drops there were, all of them congestion, none an XFRM error. */
+	cong = ulp_counter(e->a_port, "esp_tx_congestion");
+	TH_LOG("congestion drops: %lld", cong);
+	EXPECT_LT(0, cong);
+	EXPECT_EQ(cong, ulp_counter(e->a_port, "esp_tx_drops"));
+	EXPECT_LE(discards + cong, out_discards(AF_INET));
+	EXPECT_EQ(0, xfrm_sum("A", "XfrmOut"));
+	EXPECT_EQ(0, b_xfrm_sum(e, "XfrmOut"));
 }
 
 TEST_HARNESS_MAIN

@@ -42,6 +42,7 @@
 enum {
 	ESPINTCP_CLOSING,	/* close() started: queue nothing, arm nothing */
 	ESPINTCP_ABORT,		/* fatal framing error: tx work resets the connection */
+	ESPINTCP_RX_STOPPED,	/* parser stopped for good: no message will follow */
 };
 
 /* Counters reported through the ULP diag hook; see uapi/linux/espintcp.h. */

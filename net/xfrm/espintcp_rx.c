@@ -313,6 +313,7 @@ static void espintcp_abort_parser(struct strparser *strp, int err)
 
 	strp_stop(strp);
 	WRITE_ONCE(ctx->rx_err, err < 0 ? -err : EPROTO);
+	set_bit(ESPINTCP_RX_STOPPED, &ctx->flags);
 
 	/* Resetting the connection needs process context. */
 	spin_lock_bh(&ctx->esp_txq.lock);
@@ -382,23 +383,34 @@ void espintcp_sk_data_ready(struct sock *sk)
 	rcu_read_unlock();
 }
 
-/* Nothing more will ever be queued: an error, or EOF with the stream parsed. */
+/* Nothing more will ever be queued: an error (reported or not), the parser
+ * stopped for good, or the end of the stream with every message that can
+ * still complete parsed. What the TCP queue holds then is the head of a
+ * message the peer never finished (RFC 9329: discarded), or less than
+ * strparser needs to finish the one it holds.
+ */
 static bool espintcp_rx_done(struct espintcp_ctx *ctx)
 {
 	struct sock *sk = ctx->sk;
+	unsigned int need;
+	int inq;
 
-	if (READ_ONCE(ctx->rx_err) || READ_ONCE(sk->sk_err))
+	if (READ_ONCE(ctx->rx_err) || READ_ONCE(sk->sk_err) ||
+	    test_bit(ESPINTCP_RX_STOPPED, &ctx->flags))
 		return true;
-	return (READ_ONCE(sk->sk_shutdown) & RCV_SHUTDOWN) && !tcp_inq(sk);
+	if (!(READ_ONCE(sk->sk_shutdown) & RCV_SHUTDOWN))
+		return false;
+	inq = tcp_inq(sk);
+	need = READ_ONCE(ctx->strp.need_bytes);
+	return !inq || (need && inq < need);
 }
 
 static int espintcp_rx_error(struct espintcp_ctx *ctx)
 {
+	int rx_err = xchg(&ctx->rx_err, 0);
 	int err = sock_error(ctx->sk);
 
-	if (err)
-		return err;
-	return -xchg(&ctx->rx_err, 0);
+	return err ? : -rx_err;
 }
 
 int espintcp_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,

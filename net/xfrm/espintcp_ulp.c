@@ -119,9 +119,18 @@ static int espintcp_family(const struct sock *sk)
 	return sk->sk_family == AF_INET6 ? ESPINTCP_V6 : ESPINTCP_V4;
 }
 
+/* SO_RCVLOWAT counts bytes of the TCP stream, and TCP would hold back the
+ * parser until that many arrived: a short IKE message would wait for ever.
+ */
+static int espintcp_set_rcvlowat(struct sock *sk, int val)
+{
+	return -EOPNOTSUPP;
+}
+
 /* TCP's socket operations with message semantics: our poll; no splice
  * from or mmap of the byte stream; SO_PEEK_OFF refused (TCP honours it
- * since 6.10, our recvmsg() has no byte offsets to peek at).
+ * since 6.10, our recvmsg() has no byte offsets to peek at), SO_RCVLOWAT
+ * too.
  */
 static void espintcp_build_ops(struct proto_ops *ops,
 			       const struct proto_ops *base)
@@ -131,6 +140,7 @@ static void espintcp_build_ops(struct proto_ops *ops,
 	ops->splice_read = NULL;
 	ops->mmap = sock_no_mmap;
 	ops->set_peek_off = NULL;
+	ops->set_rcvlowat = espintcp_set_rcvlowat;
 }
 
 /* Our operations for an IPv6 socket, built from its own the first time. */
@@ -160,8 +170,10 @@ static int espintcp_check_sock(struct sock *sk)
 	/* A listening socket is refused by the ULP core already. */
 	if (!((1 << sk->sk_state) & (TCPF_ESTABLISHED | TCPF_CLOSE_WAIT)))
 		return -ENOTCONN;
-	/* A peek offset (SO_PEEK_OFF) means nothing to message semantics. */
-	if (READ_ONCE(sk->sk_peek_off) >= 0)
+	/* A peek offset (SO_PEEK_OFF) means nothing to message semantics,
+	 * and a receive low-water mark would stall the parser.
+	 */
+	if (READ_ONCE(sk->sk_peek_off) >= 0 || READ_ONCE(sk->sk_rcvlowat) > 1)
 		return -EINVAL;
 	/* Someone else (a BPF psock, a tunnel) already owns the callbacks. */
 	if (sk->sk_user_data)

@@ -898,6 +898,77 @@ TEST_F(ulp, peek_offset_refused)
 	close(ulp);
 }
 
+/*
+ * After a fatal framing error has been reported, the stream is over: recv()
+ * returns 0 and poll() says readable, even though bytes the stopped parser
+ * never read are still in the TCP queue.
+ */
+TEST_F(ulp, end_of_stream_after_abort)
+{
+	static const uint8_t bad[2 + 12] = { 0, 1 };
+	struct pollfd pfd = { .fd = self->ulp, .events = POLLIN };
+	uint8_t out[16];
+	ssize_t n;
+	int i;
+
+	ASSERT_EQ(0, write_all(self->raw, bad, sizeof(bad)));
+	ASSERT_TRUE(readable(self->ulp, WAIT_MS));
+	ASSERT_EQ(-1, recv(self->ulp, out, sizeof(out), MSG_DONTWAIT));
+	ASSERT_EQ(EPROTO, errno);
+	/* The reset that follows may report the error once more. */
+	for (i = 0; i < 2; i++) {
+		ASSERT_EQ(1, poll(&pfd, 1, WAIT_MS));
+		ASSERT_TRUE(pfd.revents & POLLIN);
+		n = recv(self->ulp, out, sizeof(out), MSG_DONTWAIT);
+		if (!n)
+			break;
+		ASSERT_EQ(-1, n);
+		ASSERT_EQ(EPROTO, errno);
+	}
+	ASSERT_EQ(0, n);
+	ASSERT_EQ(0, recv(self->ulp, out, sizeof(out), 0));
+}
+
+/*
+ * A message the peer never finished before its FIN is discarded: recv()
+ * returns 0, also when strparser had taken its head and the rest that did
+ * arrive is still waiting in the TCP queue.
+ */
+TEST_F(ulp, partial_message_at_fin_discarded)
+{
+	uint8_t buf[2 + 4 + 1000], out[16];
+
+	fill(buf + 6, 1000, 5);
+	frame(buf, 0, buf + 6, 1000);
+	ASSERT_EQ(0, write_all(self->raw, buf, 26));
+	ASSERT_EQ(0, write_all(self->raw, buf + 26, 30));
+	ASSERT_EQ(0, write_all(self->raw, buf + 56, 30));
+	ASSERT_EQ(0, shutdown(self->raw, SHUT_WR));
+	ASSERT_TRUE(readable(self->ulp, WAIT_MS));
+	ASSERT_EQ(0, recv(self->ulp, out, sizeof(out), MSG_DONTWAIT));
+}
+
+/*
+ * SO_RCVLOWAT counts stream bytes: TCP would hold the parser back until
+ * that many arrived. Refused, and a socket that has one cannot attach.
+ */
+TEST_F(ulp, rcvlowat_refused)
+{
+	int lowat = 100, raw, ulp;
+
+	ASSERT_EQ(-1, setsockopt(self->ulp, SOL_SOCKET, SO_RCVLOWAT, &lowat,
+				 sizeof(lowat)));
+	ASSERT_EQ(EOPNOTSUPP, errno);
+
+	ASSERT_EQ(0, connect_pair(&self->t, self->lfd, &raw, &ulp, false));
+	ASSERT_EQ(0, setsockopt(ulp, SOL_SOCKET, SO_RCVLOWAT, &lowat,
+				sizeof(lowat)));
+	ASSERT_EQ(-1, attach(ulp));
+	ASSERT_EQ(EINVAL, errno);
+	close(raw);
+	close(ulp);
+}
+
 TEST_F(ulp, needs_cap_net_admin)
 {
 	int raw, ulp, status;

@@ -6,6 +6,7 @@
 #   make              build espintcp.ko, esp4.ko, esp6.ko
 #   make demo         install missing packages, build, show ESP over TCP in a VM
 #   make check        install missing packages, build, run every selftest in a VM
+#   make fuzz         install missing packages, build, run the fuzzer for long in a VM
 #   make lint         checkpatch.pl --strict and sparse over our C files
 #   make dkms-install install with DKMS (root; DKMS_KVER=... for one kernel)
 #   make dkms-remove  remove the DKMS installation again
@@ -48,6 +49,10 @@ check:
 demo:
 	tools/testing/vm/demo.sh
 
+# The fuzzer with long bounds (ESPINTCP_FUZZ_* in tools/testing/vm/fuzz.sh).
+fuzz:
+	tools/testing/vm/fuzz.sh
+
 # Throughput ratios (ESP-in-TCP against ESP-in-UDP and no IPsec), one run.
 bench:
 	tools/testing/vm/bench.sh
@@ -65,4 +70,4 @@ deb:
 lint:
 	scripts/lint.sh
 
-.PHONY: all modules clean selftests check demo bench lint dkms-install dkms-remove deb
+.PHONY: all modules clean selftests check demo fuzz bench lint dkms-install dkms-remove deb

@@ -69,6 +69,8 @@ done
 
 timeout=$(sed -n 's/^timeout=//p' "$st/settings" 2>/dev/null)
 timeout=${timeout:-300}
+# Long runs (make fuzz) bound their program themselves.
+timeout=${ESPINTCP_TEST_TIMEOUT:-$timeout}
 # The programs' list, from the selftest Makefile (lib.mk is not needed).
 mkdir -p /tmp/ksft && : > /tmp/ksft/lib.mk
 progs=$(make -s --no-print-directory -C "$st" KSFT_DIR=/tmp/ksft \

@@ -35,7 +35,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <inttypes.h>
 #include <linux/netlink.h>
 #include <linux/xfrm.h>
 #include <net/if.h>
@@ -97,15 +96,15 @@
 
 struct shared {
 	char mode[16];
-	uint64_t seed;		/* seed of the run */
-	uint64_t unit;		/* session, sequence or batch in progress */
-	uint64_t unit_seed;
-	uint64_t frames, calls, conns, lengths_seen;
-	uint64_t esp_sent, esp_delivered, ike_sent, ike_delivered;
-	uint64_t esp_out_seen, esp_in_seen;
+	unsigned long long seed;		/* seed of the run */
+	unsigned long long unit;		/* session, sequence or batch in progress */
+	unsigned long long unit_seed;
+	unsigned long long frames, calls, conns, lengths_seen;
+	unsigned long long esp_sent, esp_delivered, ike_sent, ike_delivered;
+	unsigned long long esp_out_seen, esp_in_seen;
 	int failed;
 	char why[512];
-	uint64_t known[4], known_unit[4];	/* see known_bugs[] */
+	unsigned long long known[4], known_unit[4];	/* see known_bugs[] */
 	size_t stream_len;
 	size_t trace_len;
 	char trace[TRACE_MAX];
@@ -113,11 +112,11 @@ struct shared {
 };
 
 static struct shared *sh;
-static uint64_t deadline_ns, mode_start_ns;
+static unsigned long long deadline_ns, mode_start_ns;
 static const char *ko_dir;
 static bool in_child_proc;	/* a fork() of a mode (calls: fork op) */
 
-static uint64_t now_ns(void)
+static unsigned long long now_ns(void)
 {
 	struct timespec ts;
 
@@ -151,8 +150,7 @@ static void trace(const char *fmt, ...)
 }
 
 /* An oracle violation: record why, and end this process with status 1. */
-static void __attribute__((noreturn, format(printf, 1, 2)))
-fail(const char *fmt, ...)
+static _Noreturn void fail(const char *fmt, ...)
 {
 	va_list ap;
 
@@ -197,12 +195,12 @@ static void known_bug(int id)
 /* Reproducible randomness: splitmix64. */
 
 struct rng {
-	uint64_t s;
+	unsigned long long s;
 };
 
-static uint64_t rnext(struct rng *r)
+static unsigned long long rnext(struct rng *r)
 {
-	uint64_t z = (r->s += 0x9e3779b97f4a7c15ULL);
+	unsigned long long z = (r->s += 0x9e3779b97f4a7c15ULL);
 
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
 	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
@@ -225,7 +223,7 @@ static bool chance(struct rng *r, unsigned int per_mille)
 	return rnd(r, 1000) < per_mille;
 }
 
-static uint64_t mix(uint64_t seed, uint64_t k)
+static unsigned long long mix(unsigned long long seed, unsigned long long k)
 {
 	struct rng r = { seed ^ (k * 0xd1b54a32d192ed03ULL) };
 
@@ -310,11 +308,11 @@ static void new_netns(void)
 	CHECK(!link_up_lo(), "lo up: %s", strerror(errno));
 }
 
-static uint64_t proc_counter(const char *file, const char *name)
+static unsigned long long proc_counter(const char *file, const char *name)
 {
 	char line[4096], key[128];
 	unsigned long long v;
-	uint64_t ret = 0;
+	unsigned long long ret = 0;
 	FILE *f = fopen(file, "r");
 
 	if (!f)
@@ -326,11 +324,13 @@ static uint64_t proc_counter(const char *file, const char *name)
 	return ret;
 }
 
+#define SEP "\n "
+
 /* Udp: InErrors/RcvbufErrors from /proc/net/snmp (a header and a values line). */
-static uint64_t udp_drops(void)
+static unsigned long long udp_drops(void)
 {
 	char hdr[1024], val[1024];
-	uint64_t ret = 0;
+	unsigned long long ret = 0;
 	FILE *f = fopen("/proc/thread-self/net/snmp", "r");
 
 	if (!f)
@@ -341,13 +341,13 @@ static uint64_t udp_drops(void)
 
 		if (strncmp(hdr, "Udp:", 4))
 			continue;
-		h = strtok_r(hdr, " \n", &hs);
-		v = strtok_r(val, " \n", &vs);
+		h = strtok_r(hdr, "\n ", &hs);
+		v = strtok_r(val, "\n ", &vs);
 		while (h && v) {
 			if (!strcmp(h, "InErrors") || !strcmp(h, "RcvbufErrors"))
 				ret += strtoull(v, NULL, 10);
-			h = strtok_r(NULL, " \n", &hs);
-			v = strtok_r(NULL, " \n", &vs);
+			h = strtok_r(NULL, "\n ", &hs);
+			v = strtok_r(NULL, "\n ", &vs);
 			i++;
 		}
 		break;
@@ -358,7 +358,7 @@ static uint64_t udp_drops(void)
 }
 
 /* XFRM drops of well-formed packets for resource reasons. */
-static uint64_t xfrm_resource_drops(void)
+static unsigned long long xfrm_resource_drops(void)
 {
 	return read_xfrm_counter("XfrmInError") +
 	       read_xfrm_counter("XfrmInBufferError");
@@ -653,7 +653,8 @@ fail:
 	if (c->ulp >= 0)
 		close(c->ulp);
 	close(c->raw);
-	c->raw = c->ulp = -1;
+	c->raw = -1;
+	c->ulp = -1;
 	return -1;
 }
 
@@ -714,7 +715,8 @@ static void udp_csum(int family, uint8_t *udp, size_t len)
 	addr_of(family, &a);
 	sum = csum_add(sum, (void *)&a, family == AF_INET ? 4 : 16);
 	sum = csum_add(sum, (void *)&a, family == AF_INET ? 4 : 16);
-	udp[6] = udp[7] = 0;
+	udp[6] = 0;
+	udp[7] = 0;
 	c = csum_fold(csum_add(sum, udp, len));
 	put16(udp + 6, c ? c : 0xffff);
 }
@@ -810,26 +812,26 @@ static int esp_model(const uint8_t *b, size_t len, uint32_t spi,
  * over the whole run: one that arrives late, after its session, is still
  * known.
  */
-#define ESPH_SIZE	(1 << 20)
+#define ESPH_SIZE	0x100000
 
 struct esph {
-	uint64_t h;
+	unsigned long long h;
 	uint32_t sess;
 	uint16_t must, may, got;
 };
 
 static struct esph *esph;
 
-static uint64_t fnv(const uint8_t *p, size_t n)
+static unsigned long long fnv(const uint8_t *p, size_t n)
 {
-	uint64_t h = 0xcbf29ce484222325ULL;
+	unsigned long long h = 0xcbf29ce484222325ULL;
 
 	while (n--)
 		h = (h ^ *p++) * 0x100000001b3ULL;
 	return h | 1;	/* 0 marks a free entry */
 }
 
-static struct esph *esph_get(uint64_t h, bool add);
+static struct esph *esph_get(unsigned long long h, bool add);
 
 /* Forget the sessions before @keep (their datagrams are long delivered). */
 static void esph_prune(uint32_t keep)
@@ -845,7 +847,7 @@ static void esph_prune(uint32_t keep)
 	free(old);
 }
 
-static struct esph *esph_get(uint64_t h, bool add)
+static struct esph *esph_get(unsigned long long h, bool add)
 {
 	uint32_t i = h % ESPH_SIZE, n;
 
@@ -903,7 +905,7 @@ struct model {
 	unsigned int qh, qt;
 	size_t qmem;
 	uint32_t spi, sess;
-	uint64_t frames;
+	unsigned long long frames;
 };
 
 static uint8_t len_seen[65536 / 8];
@@ -955,7 +957,9 @@ static void model_frame(struct model *m)
 		if (e->sess != m->sess) {
 			/* The same bytes in an earlier session: start over. */
 			e->sess = m->sess;
-			e->must = e->may = e->got = 0;
+			e->must = 0;
+			e->may = 0;
+			e->got = 0;
 		}
 		if (m->uncertain)
 			e->may++;
@@ -1054,9 +1058,10 @@ static bool model_match(struct model *m, const uint8_t *buf, size_t buflen,
 		size_t copied = buflen < p->len ? buflen : p->len;
 		ssize_t want = (flags & MSG_TRUNC) ? (ssize_t)p->len :
 						     (ssize_t)copied;
+		bool copied_all = copied == p->len;
 
 		if (ret == want && !memcmp(buf, p->data, copied) &&
-		    (mflags < 0 || !(mflags & MSG_TRUNC) == (copied == p->len))) {
+		    (mflags < 0 || !(mflags & MSG_TRUNC) == copied_all)) {
 			/* The kernel dropped the ones before: only "may" ones. */
 			while (m->qh != i) {
 				CHECK(!m->q[m->qh % QMAX].must,
@@ -1089,7 +1094,7 @@ struct session {
 	uint32_t esp_seq, esp_id, frames_left;
 	bool peer_shut, peer_rst, user_closed, errored, eof_seen, peer_dead;
 	int udp[2];
-	uint64_t drops0;
+	unsigned long long drops0;
 	int nl;
 };
 
@@ -1293,7 +1298,8 @@ static void esp_collect(struct session *s)
 				break;
 			struct esph *e = esph_get(fnv(buf, n), false);
 
-			CHECK(e, "a datagram of %zd bytes came out of XFRM that no ESP frame on the stream carried", n);
+			CHECK(e, "a datagram of %zd bytes out of XFRM: no ESP frame carried it",
+			      n);
 			e->got++;
 			sh->esp_delivered++;
 			CHECK(e->got <= e->must + e->may,
@@ -1355,7 +1361,8 @@ static void check_recv(struct session *s, const uint8_t *buf, size_t buflen,
 	      "recv returned %zd bytes (buffer %zu, flags %#x) that match no unread message",
 	      ret, buflen, flags);
 	CHECK(end_allowed(s), "recv: end of stream on a healthy stream");
-	CHECK(!model_must_pending(m), "recv: end of stream before a message that must be delivered");
+	CHECK(!model_must_pending(m),
+	      "recv: end of stream before a message that must come");
 	s->eof_seen = true;
 }
 
@@ -1524,11 +1531,11 @@ static void user_poll(struct session *s)
  */
 static void user_drain(struct session *s, bool want_end)
 {
-	uint64_t end = now_ns() + WAIT_MS * 1000000ULL;
+	unsigned long long end = now_ns() + WAIT_MS * 1000000ULL;
 	/* A partial frame at FIN: see BUG_NO_EOF_PARTIAL. */
 	bool partial = s->peer_shut && (s->m->in_frame || s->m->hdr_have) &&
 		       !s->m->broken && !s->m->uncertain;
-	uint64_t partial_end = 0;
+	unsigned long long partial_end = 0;
 	static uint8_t buf[MAX_MSG];
 
 	trace("drain want_end %d", want_end);
@@ -1539,9 +1546,9 @@ static void user_drain(struct session *s, bool want_end)
 		ssize_t ret;
 
 		if (partial && !model_must_pending(s->m)) {
-			if (!partial_end)
+			if (!partial_end) {
 				partial_end = now_ns() + 2000000000ULL;
-			else if (now_ns() >= partial_end) {
+			} else if (now_ns() >= partial_end) {
 				known_bug(BUG_NO_EOF_PARTIAL);
 				s->eof_seen = true;	/* nothing more to learn */
 				s->errored = true;
@@ -1613,12 +1620,12 @@ static int session_sas(struct session *s)
 
 /* Where the time goes (ESPINTCP_FUZZ_DUMP): the step running since last call. */
 static double prof_s[8];
-static uint64_t prof_t;
+static unsigned long long prof_t;
 static int prof_cur = -1;
 
 static void prof(int step)
 {
-	uint64_t t = now_ns();
+	unsigned long long t = now_ns();
 
 	if (prof_cur >= 0)
 		prof_s[prof_cur] += (t - prof_t) / 1e9;
@@ -1633,7 +1640,7 @@ static void stream_session(uint32_t idx, int nl, int udp[2], uint32_t mismatch_s
 	size_t early_len = 0;
 	int rcvbuf = 0, ending, tries;
 	socklen_t sl = sizeof(rcvbuf);
-	uint64_t missing, tolerance;
+	unsigned long long missing, tolerance;
 	unsigned int i;
 
 	prof(7);
@@ -1677,7 +1684,7 @@ static void stream_session(uint32_t idx, int nl, int udp[2], uint32_t mismatch_s
 		s.gen_len = 0;
 	}
 	s.c.family = chance(&s.r, 500) ? AF_INET6 : AF_INET;
-	trace("session %u seed %#" PRIx64 " family %d rcvbuf %d early %zu frames %u",
+	trace("session %u seed %#llx family %d rcvbuf %d early %zu frames %u",
 	      idx, s.r.s, s.c.family, rcvbuf, early_len, s.frames_left);
 	CHECK(!conn_open(&s.c, s.c.family, early, early_len, rcvbuf),
 	      "connection: %s", strerror(errno));
@@ -1723,7 +1730,7 @@ static void stream_session(uint32_t idx, int nl, int udp[2], uint32_t mismatch_s
 			}
 		} else if (k < 850) {
 			user_recv(&s, model_must_pending(s.m) && !s.errored &&
-				      chance(&s.r, 200));
+				  chance(&s.r, 200));
 		} else if (k < 950) {
 			user_poll(&s);
 		} else if (k < 960) {
@@ -1746,7 +1753,7 @@ static void stream_session(uint32_t idx, int nl, int udp[2], uint32_t mismatch_s
 	if (!s.user_closed && !out_of_time()) {
 		if (ending == 0 && !s.peer_dead) {
 			/* Mostly whole frames before the FIN. */
-			uint64_t e = now_ns() + WAIT_MS * 1000000ULL;
+			unsigned long long e = now_ns() + WAIT_MS * 1000000ULL;
 
 			while (chance(&s.r, 700) && s.gen_off < s.gen_len &&
 			       !s.peer_dead && now_ns() < e) {
@@ -1777,13 +1784,13 @@ static void stream_session(uint32_t idx, int nl, int udp[2], uint32_t mismatch_s
 
 	if (getenv("ESPINTCP_FUZZ_DUMP") && prof_cur == 5 &&
 	    now_ns() - prof_t > 500000000ULL)
-		fprintf(stderr, "session %u: ending %d took %.2f s (broken %d uncertain %d errored %d eof %d partial %d)\n",
+		fprintf(stderr, "session %u: ending %d took %.2f s (%d %d %d %d %d)\n",
 			idx, ending, (now_ns() - prof_t) / 1e9, s.m->broken,
 			s.m->uncertain, s.errored, s.eof_seen, s.m->in_frame);
 	/* ESP that must have come out of XFRM did, or was counted as dropped. */
 	prof(6);
 	if (!s.user_closed && !s.peer_rst) {
-		uint64_t end = now_ns() + WAIT_MS * 1000000ULL;
+		unsigned long long end = now_ns() + WAIT_MS * 1000000ULL;
 
 		for (;;) {
 			missing = 0;
@@ -1798,7 +1805,7 @@ static void stream_session(uint32_t idx, int nl, int udp[2], uint32_t mismatch_s
 		}
 		tolerance = xfrm_resource_drops() + udp_drops() - s.drops0;
 		CHECK(missing <= tolerance,
-		      "%" PRIu64 " ESP packets not delivered (%" PRIu64 " counted as dropped)",
+		      "%llu ESP packets not delivered (%llu counted as dropped)",
 		      missing, tolerance);
 	}
 	for (i = 0; i < ESPH_SIZE; i++)
@@ -1822,7 +1829,7 @@ static void stream_session(uint32_t idx, int nl, int udp[2], uint32_t mismatch_s
 	free(s.gen);
 }
 
-static void mode_stream(uint64_t frames, int64_t session)
+static void mode_stream(unsigned long long frames, int64_t session)
 {
 	struct sa mm = { 0 };
 	int nl, udp[2], err;
@@ -1859,12 +1866,13 @@ static void mode_stream(uint64_t frames, int64_t session)
 	sh->lengths_seen = n;
 	prof(-1);
 	if (getenv("ESPINTCP_FUZZ_DUMP"))
-		fprintf(stderr, "time: gen %.2f write %.2f recv %.2f poll %.2f drain/close %.2f end %.2f esp-wait %.2f setup %.2f\n",
+		fprintf(stderr, "time: gen %.2f write %.2f recv %.2f poll %.2f drain %.2f\n"
+			"time: end %.2f esp-wait %.2f setup %.2f\n",
 			prof_s[0], prof_s[1], prof_s[2], prof_s[3], prof_s[4],
 			prof_s[5], prof_s[6], prof_s[7]);
 	/* A run that sent valid ESP but saw none come out tested nothing. */
 	CHECK(!sh->esp_sent || sh->esp_delivered,
-	      "no ESP packet was ever delivered (%" PRIu64 " sent)", sh->esp_sent);
+	      "no ESP packet was ever delivered (%llu sent)", sh->esp_sent);
 	_exit(0);
 }
 
@@ -1882,7 +1890,7 @@ static void mode_stream(uint64_t frames, int64_t session)
 #define RAW_TAG		2
 #define CHILD_TAG	0x100
 #define IKE_HDR		20	/* marker, magic, tag, seq, length */
-#define TX_SEQS		(1 << 20)
+#define TX_SEQS		0x100000
 #define TRAFFIC_SESS	0xcafe
 
 struct slot {
@@ -2102,8 +2110,12 @@ static void slot_connect_fam(struct rng *r, struct slot *sl, int family)
 	sl->fds[0] = sl->c.ulp;
 	sl->nfds = 1;
 	sl->open = true;
-	sl->wr_shut = sl->rd_shut = sl->raw_gone = sl->reset = false;
-	sl->tainted = sl->raw_eof = false;
+	sl->wr_shut = false;
+	sl->rd_shut = false;
+	sl->raw_gone = false;
+	sl->reset = false;
+	sl->tainted = false;
+	sl->raw_eof = false;
 	sl->rlen = 0;
 	sl->tx_last_seen = sl->tx_seq;
 	memset(sl->child_last, 0, sizeof(sl->child_last));
@@ -2635,12 +2647,12 @@ static uint32_t child_seq_base;
 /* A child process uses the inherited sockets, then exits. */
 static void op_fork(struct rng *r, struct slot *sl)
 {
-	uint64_t seed = rnext(r), end;
+	unsigned long long seed = rnext(r), end;
 	uint32_t base = ++child_seq_base * 64;
 	int status;
 	pid_t pid;
 
-	trace("slot %d fork seed %#" PRIx64, sl->idx, seed);
+	trace("slot %d fork seed %#llx", sl->idx, seed);
 	pid = fork();
 	CHECK(pid >= 0, "fork: %s", strerror(errno));
 	if (!pid) {
@@ -2810,7 +2822,7 @@ static void op_sync(struct slot *sl)
 {
 	static uint8_t buf[MAX_MSG];
 	uint32_t seq = ++sl->raw_seq, want;
-	uint64_t end = now_ns() + WAIT_MS * 1000000ULL;
+	unsigned long long end = now_ns() + WAIT_MS * 1000000ULL;
 	size_t len = 64;
 	int fd = sl->fds[0];
 
@@ -2899,9 +2911,9 @@ static pid_t traffic_start(void)
 	return pid;
 }
 
-static void mode_calls(uint64_t ncalls, int64_t only)
+static void mode_calls(unsigned long long ncalls, int64_t only)
 {
-	uint64_t seq;
+	unsigned long long seq;
 	pid_t traffic;
 	int i, err;
 
@@ -2912,7 +2924,7 @@ static void mode_calls(uint64_t ncalls, int64_t only)
 	calls_udp[0] = udp_sink(AF_INET, UDP_SINK);
 	calls_udp[1] = udp_sink(AF_INET6, UDP_SINK);
 	for (i = 0; i < NSLOT; i++) {
-		struct rng r = { mix(sh->seed, ~(uint64_t)i) };
+		struct rng r = { mix(sh->seed, ~(unsigned long long)i) };
 
 		slots[i].idx = i;
 		slots[i].c.raw = -1;
@@ -2920,7 +2932,8 @@ static void mode_calls(uint64_t ncalls, int64_t only)
 		CHECK(slots[i].tx_ok, "out of memory");
 		slots[i].out.reqid = i + 1;
 		slots[i].in.reqid = 100 + i;
-		slots[i].out.encap = slots[i].in.encap = TCP_ENCAP_ESPINTCP;
+		slots[i].out.encap = TCP_ENCAP_ESPINTCP;
+		slots[i].in.encap = TCP_ENCAP_ESPINTCP;
 		err = pol_add(calls_nl, AF_INET, UDP_POL + i, i + 1);
 		CHECK(!err, "policy: %s", strerror(-err));
 		err = pol_add(calls_nl, AF_INET6, UDP_POL + i, i + 1);
@@ -2940,7 +2953,7 @@ static void mode_calls(uint64_t ncalls, int64_t only)
 		sh->unit_seed = r.s;
 		if (sh->trace_len > TRACE_MAX / 2)
 			sh->trace_len = 0;	/* keep the recent past */
-		trace("sequence %" PRIu64 " slot %d ops %d", seq, sl->idx, n);
+		trace("sequence %llu slot %d ops %d", seq, sl->idx, n);
 		if (!sl->open || sl->tainted || (sl->raw_eof && chance(&r, 500)))
 			slot_connect(&r, sl);
 		while (n-- && sl->open) {
@@ -3105,7 +3118,8 @@ static void life_open(struct life *L, struct slot *sl, bool with_sas, int fam)
 	if (!with_sas)
 		return;
 	if (!sl->out_on) {
-		sl->out.family = sl->in.family = sl->c.family;
+		sl->out.family = sl->c.family;
+		sl->in.family = sl->c.family;
 		addr_of(sl->c.family, &sl->out.src);
 		addr_of(sl->c.family, &sl->out.dst);
 		addr_of(sl->c.family, &sl->in.src);
@@ -3117,7 +3131,8 @@ static void life_open(struct life *L, struct slot *sl, bool with_sas, int fam)
 		CHECK(!err, "add SA: %s", strerror(-err));
 		err = sa_put(L->nl, &sl->in, XFRM_MSG_NEWSA);
 		CHECK(!err, "add SA: %s", strerror(-err));
-		sl->out_on = sl->in_on = true;
+		sl->out_on = true;
+		sl->in_on = true;
 	}
 }
 
@@ -3178,13 +3193,14 @@ static void life_close(struct life *L, struct slot *sl)
 	if (rnd(&L->r, 2) && sl->out_on) {
 		sa_del(L->nl, &sl->out);
 		sa_del(L->nl, &sl->in);
-		sl->out_on = sl->in_on = false;
+		sl->out_on = false;
+		sl->in_on = false;
 	}
 	slot_close(sl);
 	sl->fds[0] = -1;
 }
 
-static void life_setup(struct life *L, int udp[2], uint64_t b, bool pols)
+static void life_setup(struct life *L, int udp[2], unsigned long long b, bool pols)
 {
 	int i, err;
 
@@ -3209,7 +3225,8 @@ static void life_setup(struct life *L, int udp[2], uint64_t b, bool pols)
 		CHECK(sl->tx_ok, "out of memory");
 		sl->out.reqid = i + 1;
 		sl->in.reqid = 100 + i;
-		sl->out.encap = sl->in.encap = TCP_ENCAP_ESPINTCP;
+		sl->out.encap = TCP_ENCAP_ESPINTCP;
+		sl->in.encap = TCP_ENCAP_ESPINTCP;
 		sl->out.spi = 0x50000000 + b * 64 + i;
 		sl->in.spi = 0x60000000 + b * 64 + i;
 		note_out_spi(sl->out.spi);
@@ -3230,7 +3247,7 @@ static void life_setup(struct life *L, int udp[2], uint64_t b, bool pols)
  * One batch of @conns connections, in a child process with its own network
  * namespace. @ctl: for an rmmod batch, the pipes to the parent.
  */
-static void life_batch(uint64_t b, int conns, int ready_fd, int go_fd)
+static void life_batch(unsigned long long b, int conns, int ready_fd, int go_fd)
 {
 	struct life *L = calloc(1, sizeof(*L));
 	int udp[2], i, c;
@@ -3239,7 +3256,7 @@ static void life_batch(uint64_t b, int conns, int ready_fd, int go_fd)
 	CHECK(L, "out of memory");
 	sh->trace_len = 0;
 	life_setup(L, udp, b, ready_fd < 0);
-	trace("batch %" PRIu64 " pool %d conns %d rmmod %d", b, L->n, conns,
+	trace("batch %llu pool %d conns %d rmmod %d", b, L->n, conns,
 	      ready_fd >= 0);
 
 	if (ready_fd >= 0) {
@@ -3254,14 +3271,16 @@ static void life_batch(uint64_t b, int conns, int ready_fd, int go_fd)
 			if (L->sl[i].out_on) {
 				sa_del(L->nl, &L->sl[i].out);
 				sa_del(L->nl, &L->sl[i].in);
-				L->sl[i].out_on = L->sl[i].in_on = false;
+				L->sl[i].out_on = false;
+				L->sl[i].in_on = false;
 			}
 		}
 		/* Queued decapsulated datagrams hold their SA (secpath). */
 		drain_all();
 		close(calls_udp[0]);
 		close(calls_udp[1]);
-		calls_udp[0] = calls_udp[1] = -1;
+		calls_udp[0] = -1;
+		calls_udp[1] = -1;
 		/* Nothing may autoload a stock ESP type from here on. */
 		CHECK(write(ready_fd, "D", 1) == 1, "pipe");
 		CHECK(read(go_fd, &ch, 1) == 1, "pipe");
@@ -3286,12 +3305,12 @@ static void life_batch(uint64_t b, int conns, int ready_fd, int go_fd)
 	}
 	/* The end: clean, or the namespace goes with everything in it. */
 	if (rnd(&L->r, 2)) {
-		trace("batch %" PRIu64 ": clean teardown", b);
+		trace("batch %llu: clean teardown", b);
 		for (i = 0; i < L->n; i++)
 			if (L->sl[i].open)
 				life_close(L, &L->sl[i]);
 	} else {
-		trace("batch %" PRIu64 ": namespace deleted with live sockets", b);
+		trace("batch %llu: namespace deleted with live sockets", b);
 	}
 	_exit(0);
 }
@@ -3311,7 +3330,7 @@ static void mustfail_rmmod(const char *m, const char *why)
 /* Poll for rmmod to succeed once nothing uses the module. */
 static void rmmod_when_idle(const char *m, const char *why)
 {
-	uint64_t end = now_ns() + 3 * WAIT_MS * 1000000ULL;
+	unsigned long long end = now_ns() + 3 * WAIT_MS * 1000000ULL;
 
 	while (rmmod(m)) {
 		if (now_ns() > end) {
@@ -3328,7 +3347,7 @@ static void rmmod_when_idle(const char *m, const char *why)
 
 static int wait_child(pid_t pid, int seconds)
 {
-	uint64_t end = now_ns() + seconds * 1000000000ULL;
+	unsigned long long end = now_ns() + seconds * 1000000000ULL;
 	int status;
 
 	while (waitpid(pid, &status, WNOHANG) == 0) {
@@ -3345,7 +3364,7 @@ static int wait_child(pid_t pid, int seconds)
 /* No SA anywhere (namespaces of earlier batches die late): the types are idle. */
 static bool types_idle(int ms)
 {
-	uint64_t end = now_ns() + ms * 1000000ULL;
+	unsigned long long end = now_ns() + ms * 1000000ULL;
 
 	while (mod_refcnt("esp4") || mod_refcnt("esp6")) {
 		if (now_ns() > end)
@@ -3355,14 +3374,14 @@ static bool types_idle(int ms)
 	return true;
 }
 
-static bool life_rmmod_round(uint64_t b)
+static bool life_rmmod_round(unsigned long long b)
 {
 	int ready[2], go[2], st;
 	char ch;
 	pid_t pid;
 
 	if (!types_idle(3 * WAIT_MS)) {
-		trace("batch %" PRIu64 ": SAs of earlier namespaces still there, no rmmod round",
+		trace("batch %llu: SAs of earlier namespaces still there, no rmmod round",
 		      b);
 		return false;
 	}
@@ -3406,12 +3425,12 @@ static bool life_rmmod_round(uint64_t b)
 	return true;
 }
 
-static void mode_lifetime(uint64_t conns, int64_t only)
+static void mode_lifetime(unsigned long long conns, int64_t only)
 {
-	uint64_t b, per;
+	unsigned long long b, per;
 	bool can_rmmod = rmmod_possible();
 	int rounds = 0, holders = espintcp_holders(), ref;
-	uint64_t end;
+	unsigned long long end;
 
 	if (!can_rmmod)
 		printf("# lifetime: rmmod part skipped (modules not loaded from %s)\n",
@@ -3438,17 +3457,17 @@ static void mode_lifetime(uint64_t conns, int64_t only)
 			life_batch(b, per, -1, -1);
 		if (chance(&r, 150)) {
 			/* Killed mid-batch: its namespace dies with it. */
-			uint64_t at = now_ns() + rrange(&r, 1, 2000) * 1000000ULL;
+			unsigned long long at = now_ns() + rrange(&r, 1, 2000) * 1000000ULL;
 
 			while (now_ns() < at && waitpid(pid, &st, WNOHANG) == 0)
 				usleep(5000);
 			kill(pid, SIGKILL);
-			trace("batch %" PRIu64 " killed", b);
+			trace("batch %llu killed", b);
 			waitpid(pid, &st, 0);
 		} else {
 			st = wait_child(pid, WAIT_MS / 1000 * 5 + 60);
-			CHECK(st >= 0, "batch %" PRIu64 " hung", b);
-			CHECK(WIFEXITED(st) && !WEXITSTATUS(st), "batch %" PRIu64 ": %s",
+			CHECK(st >= 0, "batch %llu hung", b);
+			CHECK(WIFEXITED(st) && !WEXITSTATUS(st), "batch %llu: %s",
 			      b, sh->why);
 		}
 		if (only >= 0)
@@ -3458,7 +3477,7 @@ static void mode_lifetime(uint64_t conns, int64_t only)
 	end = now_ns() + 6 * WAIT_MS * 1000000ULL;
 	while ((ref = mod_refcnt("espintcp")) > holders && now_ns() < end)
 		usleep(50000);
-	CHECK(ref <= holders, "%d espintcp sockets still hold the module %d ms after the last batch",
+	CHECK(ref <= holders, "%d espintcp sockets still held %d ms after the end",
 	      ref - holders, 6 * WAIT_MS);
 	if (can_rmmod)
 		printf("# lifetime: %d rmmod rounds\n", rounds);
@@ -3481,17 +3500,17 @@ static void save_failure(const char *mode, const char *argv0)
 
 	snprintf(dir, sizeof(dir), "%s", out_dir());
 	mkdir(dir, 0755);
-	snprintf(path, sizeof(path), "%s/espintcp-fuzz-%s-%" PRIu64 "-%" PRIu64 ".trace",
+	snprintf(path, sizeof(path), "%s/espintcp-fuzz-%s-%llu-%llu.trace",
 		 dir, mode, sh->seed, sh->unit);
 	f = fopen(path, "w");
 	if (!f) {
 		printf("# cannot save %s: %s\n", path, strerror(errno));
 		return;
 	}
-	fprintf(f, "mode %s seed %" PRIu64 " unit %" PRIu64 " unit seed %#" PRIx64 "\n",
+	fprintf(f, "mode %s seed %llu unit %llu unit seed %#llx\n",
 		mode, sh->seed, sh->unit, sh->unit_seed);
 	fprintf(f, "failure: %s\n", sh->why);
-	fprintf(f, "reproduce: %s %s --seed %" PRIu64 " --session %" PRIu64 "\n",
+	fprintf(f, "reproduce: %s %s --seed %llu --session %llu\n",
 		argv0, mode, sh->seed, sh->unit);
 	fprintf(f, "--- trace of the unit ---\n");
 	fwrite(sh->trace, 1, sh->trace_len, f);
@@ -3499,7 +3518,7 @@ static void save_failure(const char *mode, const char *argv0)
 	printf("# saved: %s\n", path);
 	if (!strcmp(mode, "stream") && sh->stream_len) {
 		snprintf(path, sizeof(path),
-			 "%s/espintcp-fuzz-%s-%" PRIu64 "-%" PRIu64 ".stream", dir,
+			 "%s/espintcp-fuzz-%s-%llu-%llu.stream", dir,
 			 mode, sh->seed, sh->unit);
 		f = fopen(path, "w");
 		if (f) {
@@ -3545,16 +3564,16 @@ static void warm_up(void)
 static void usage(const char *argv0)
 {
 	fprintf(stderr,
-		"usage: %s [stream|calls|lifetime|all] [--seed S] [--frames N] [--calls N]\n"
-		"          [--conns N] [--seconds S] [--session K] [--ko-dir DIR]\n"
-		"          [--replay FILE]   (stream: write FILE's bytes, check them)\n",
+		"%s [stream|calls|lifetime|all] [--seed S] [--frames N]\n"
+		"  [--calls N] [--conns N] [--seconds S] [--session K]\n"
+		"  [--ko-dir DIR] [--replay FILE (stream: these bytes)]\n",
 		argv0);
 	exit(2);
 }
 
 int main(int argc, char **argv)
 {
-	uint64_t seed, frames = 20000, ncalls = 2000, conns = 200;
+	unsigned long long seed, frames = 20000, ncalls = 2000, conns = 200;
 	const char *which = "all";
 	double seconds = 60;
 	int64_t session = -1;
@@ -3564,7 +3583,7 @@ int main(int argc, char **argv)
 	int i, k, n = 0, num = 0, failed = 0;
 	bool seeded = false;
 
-	seed = (uint64_t)time(NULL) * 1000003ULL ^ getpid();
+	seed = (unsigned long long)time(NULL) * 1000003ULL ^ getpid();
 	for (i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 
@@ -3618,7 +3637,7 @@ int main(int argc, char **argv)
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	signal(SIGPIPE, SIG_IGN);
-	printf("# seed %" PRIu64 "%s\n", seed, seeded ? "" : " (fresh)");
+	printf("# seed %llu%s\n", seed, seeded ? "" : " (fresh)");
 	printf("TAP version 13\n");
 	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
 		  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -3630,7 +3649,7 @@ int main(int argc, char **argv)
 	warm_up();
 	for (i = 0; i < 3; i++) {
 		double secs = n > 1 ? seconds * share[i] : seconds;
-		uint64_t t0 = now_ns();
+		unsigned long long t0 = now_ns();
 		int status, bound;
 		pid_t pid;
 
@@ -3665,40 +3684,41 @@ int main(int argc, char **argv)
 		if (status < 0)
 			snprintf(sh->why, sizeof(sh->why),
 				 "hung: still running %d s after its start", bound);
-		printf("# %s: %.1f s, frames %" PRIu64 ", call sequences %" PRIu64
-		       ", connections %" PRIu64 "\n", names[i],
-		       (now_ns() - t0) / 1e9, sh->frames, sh->calls, sh->conns);
-		if (i == 0)
-			printf("# stream: Lengths covered %" PRIu64 " of 65536, IKE delivered %" PRIu64
-			       ", ESP sent %" PRIu64 " delivered %" PRIu64 "\n",
-			       sh->lengths_seen, sh->ike_delivered, sh->esp_sent,
-			       sh->esp_delivered);
+		printf("# %s: %.1f s, frames %llu, call sequences %llu, ",
+		       names[i], (now_ns() - t0) / 1e9, sh->frames, sh->calls);
+		printf("connections %llu\n", sh->conns);
+		if (i == 0) {
+			printf("# stream: Lengths covered %llu of 65536, ",
+			       sh->lengths_seen);
+			printf("IKE delivered %llu, ESP sent %llu delivered %llu\n",
+			       sh->ike_delivered, sh->esp_sent, sh->esp_delivered);
+		}
 		if (i == 1)
-			printf("# calls: IKE sent %" PRIu64 " seen %" PRIu64
-			       ", ESP out %" PRIu64 " in %" PRIu64 "\n", sh->ike_sent,
-			       sh->ike_delivered, sh->esp_out_seen, sh->esp_in_seen);
+			printf("# calls: IKE sent %llu seen %llu, ESP out %llu in %llu\n",
+			       sh->ike_sent, sh->ike_delivered, sh->esp_out_seen,
+			       sh->esp_in_seen);
 		if (getenv("ESPINTCP_FUZZ_DUMP"))
 			fwrite(sh->trace, 1, sh->trace_len, stderr);
 		if (status >= 0 && WIFEXITED(status) && !WEXITSTATUS(status)) {
-			printf("ok %d %s seed=%" PRIu64 "\n", num, names[i], seed);
+			printf("ok %d %s seed=%llu\n", num, names[i], seed);
 		} else {
 			failed++;
 			if (status >= 0 && !sh->failed)
 				snprintf(sh->why, sizeof(sh->why),
 					 "exited with status %#x", status);
-			printf("# FAILED %s seed %" PRIu64 " unit %" PRIu64 ": %s\n",
+			printf("# FAILED %s seed %llu unit %llu: %s\n",
 			       names[i], seed, sh->unit, sh->why);
 			save_failure(names[i], argv[0]);
-			printf("not ok %d %s seed=%" PRIu64 "\n", num, names[i], seed);
+			printf("not ok %d %s seed=%llu\n", num, names[i], seed);
 		}
 		for (k = 0; k < (int)ARRAY_SIZE(known_bugs); k++) {
 			if (!sh->known[k] || getenv("ESPINTCP_FUZZ_STRICT"))
 				continue;
-			printf("# KNOWN BUG seen %" PRIu64 " times, first in %s unit %" PRIu64
-			       " (--seed %" PRIu64 " --session %" PRIu64 "): %s\n",
-			       sh->known[k], names[i], sh->known_unit[k], seed,
+			printf("# KNOWN BUG seen %llu times, first in %s unit %llu ",
+			       sh->known[k], names[i], sh->known_unit[k]);
+			printf("(--seed %llu --session %llu): %s\n", seed,
 			       sh->known_unit[k], known_bugs[k]);
-			printf("ok %d %s-known-bug-%d seed=%" PRIu64 " # SKIP known bug\n",
+			printf("ok %d %s-known-bug-%d seed=%llu # SKIP known bug\n",
 			       ++num, names[i], k, seed);
 		}
 	}

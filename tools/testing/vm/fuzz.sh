@@ -43,7 +43,7 @@ make -s selftests
 trap - ERR
 
 # The per-program timeout of the guest harness, and the VM's, from the bound.
-prog_timeout=$((nseeds * (secs + 1200)))
+prog_timeout=$((nseeds * (secs + 2000)))
 vm_timeout=${ESPINTCP_VM_TIMEOUT:-$((prog_timeout + 600))}
 out=$(mktemp -d /tmp/espintcp-fuzz.XXXXXX)
 set +e

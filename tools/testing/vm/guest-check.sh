@@ -68,9 +68,7 @@ for m in "${mods[@]}"; do
 done
 
 timeout=$(sed -n 's/^timeout=//p' "$st/settings" 2>/dev/null)
-timeout=${timeout:-300}
-# Long runs (make fuzz) bound their program themselves.
-timeout=${ESPINTCP_TEST_TIMEOUT:-$timeout}
+timeout=${ESPINTCP_TEST_TIMEOUT:-${timeout:-300}}
 # The programs' list, from the selftest Makefile (lib.mk is not needed).
 mkdir -p /tmp/ksft && : > /tmp/ksft/lib.mk
 progs=$(make -s --no-print-directory -C "$st" KSFT_DIR=/tmp/ksft \

@@ -5,7 +5,7 @@
 # for `make check`: a fixed seed and a fresh one, every mode, about a minute
 # in all under TCG. Longer runs (`make fuzz`, the debug-kernel runner) set:
 #
-#   ESPINTCP_FUZZ_SECONDS  time bound per seed, all modes (default 30)
+#   ESPINTCP_FUZZ_SECONDS  time bound per seed, all modes (default 25)
 #   ESPINTCP_FUZZ_FRAMES   stream frames per seed (default 1000000: time-bound)
 #   ESPINTCP_FUZZ_CALLS    call sequences per seed (default 100000: time-bound)
 #   ESPINTCP_FUZZ_CONNS    lifetime connections per seed (default 200)
@@ -18,7 +18,7 @@ set -u
 cd "$(dirname "$0")" || exit 1
 top=$(cd ../../../../.. && pwd)
 
-secs=${ESPINTCP_FUZZ_SECONDS:-30}
+secs=${ESPINTCP_FUZZ_SECONDS:-25}
 frames=${ESPINTCP_FUZZ_FRAMES:-1000000}
 calls=${ESPINTCP_FUZZ_CALLS:-100000}
 conns=${ESPINTCP_FUZZ_CONNS:-200}

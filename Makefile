@@ -8,15 +8,16 @@
 #   make check        install missing packages, build, run every selftest in a VM
 #   make check-debug  the same on Debian's 6.1 built with KASAN, kmemleak,
 #                     lockdep, UBSAN (built once, cached; see README)
+#   make fuzz         install missing packages, build, run the fuzzer for long in a VM
 #   make lint         checkpatch.pl --strict and sparse over our C files
 #   make dkms-install install with DKMS (root; DKMS_KVER=... for one kernel)
 #   make dkms-remove  remove the DKMS installation again
 #   make deb          build the espintcp-dkms Debian package into ../
 #   make KDIR=...     build against another kernel tree
 
-# The kernel to build for: the running one when its headers are installed,
-# else the newest Debian linux-headers-*-amd64 whose linux-image is installed
-# too (the host here usually runs a different kernel than the VM boots).
+# The kernel to build for, chosen by scripts/kver.sh: KVER=, else the running
+# one when its headers are installed, else Debian's default kernel (the one
+# linux-image-amd64 depends on), else the newest generic one with headers.
 KVER ?= $(shell scripts/kver.sh)
 KDIR ?= /lib/modules/$(KVER)/build
 
@@ -55,6 +56,10 @@ check-debug:
 demo:
 	tools/testing/vm/demo.sh
 
+# The fuzzer with long bounds (ESPINTCP_FUZZ_* in tools/testing/vm/fuzz.sh).
+fuzz:
+	tools/testing/vm/fuzz.sh
+
 # Throughput ratios (ESP-in-TCP against ESP-in-UDP and no IPsec), one run.
 bench:
 	tools/testing/vm/bench.sh
@@ -72,4 +77,4 @@ deb:
 lint:
 	scripts/lint.sh
 
-.PHONY: all modules clean selftests check check-debug demo bench lint dkms-install dkms-remove deb
+.PHONY: all modules clean selftests check check-debug demo fuzz bench lint dkms-install dkms-remove deb

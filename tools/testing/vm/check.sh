@@ -29,7 +29,7 @@ out=$(mktemp -d /tmp/espintcp-check.XXXXXX)
 set +e
 # The guest starts with an empty environment: pass on what selects tests.
 fwd=()
-for v in ESPINTCP_TESTS ESPINTCP_CASES ESPINTCP_WAIT; do
+for v in ESPINTCP_TESTS ESPINTCP_CASES ESPINTCP_WAIT ${!ESPINTCP_FUZZ_*}; do
 	[ -z "${!v:-}" ] || fwd+=("$v=${!v}")
 done
 tools/testing/vm/run-vm.sh --timeout "${ESPINTCP_VM_TIMEOUT:-3000}" --out "$out" \

@@ -38,6 +38,12 @@
  * factor only caps many local senders together.
  */
 #define ESPINTCP_ESP_TXQ_LOCAL	4
+/* Never less than this, though: under TCP memory pressure TCP moderates
+ * sk_sndbuf down to SOCK_MIN_SNDBUF (a few KiB, less than three full-sized
+ * ESP packets' truesize), and a burst must still fit while the tx work
+ * waits for memory.
+ */
+#define ESPINTCP_ESP_TXQ_MIN	(64 * 1024)
 
 enum {
 	ESPINTCP_CLOSING,	/* close() started: queue nothing, arm nothing */

@@ -366,7 +366,7 @@ int espintcp_xmit(struct espintcp_ctx *ctx, struct sk_buff *skb)
 	 * is not yet reached admits one more packet of any size, so a
 	 * message always fits into an empty queue.
 	 */
-	limit = READ_ONCE(ctx->sk->sk_sndbuf);
+	limit = max(READ_ONCE(ctx->sk->sk_sndbuf), ESPINTCP_ESP_TXQ_MIN);
 	if (local)
 		limit *= ESPINTCP_ESP_TXQ_LOCAL;
 	if (ctx->esp_txq_bytes >= limit) {

@@ -1395,7 +1395,8 @@ TEST_F_TIMEOUT(ulp, esp_xmit_from_softirq, 300)
 	ASSERT_EQ(0, diag_counter(self->ulp, "esp_txq"));
 }
 
-static int thread_sleeping(pid_t tid)
+/* A thread's state letter from /proc (S sleeping, R, D, ...), '?' if gone. */
+static char thread_state(pid_t tid)
 {
 	char path[64], stat[256], *p;
 	FILE *f;
@@ -1403,17 +1404,18 @@ static int thread_sleeping(pid_t tid)
 	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
 	f = fopen(path, "r");
 	if (!f)
-		return 0;
+		return '?';
 	p = fgets(stat, sizeof(stat), f);
 	fclose(f);
 	p = p ? strrchr(stat, ')') : NULL;
-	return p && p[2] == 'S';
+	return p && p[1] == ' ' ? p[2] : '?';
 }
 
 struct ike_sender {
 	int fd;
 	pid_t tid;
 	int ret;
+	int done;
 };
 
 static void *ike_sender_thread(void *arg)
@@ -1421,19 +1423,29 @@ static void *ike_sender_thread(void *arg)
 	struct ike_sender *s = arg;
 	uint8_t msg[4 + 64] = { 0 };
 
-	s->tid = syscall(SYS_gettid);
+	__atomic_store_n(&s->tid, syscall(SYS_gettid), __ATOMIC_RELEASE);
 	if (send(s->fd, msg, sizeof(msg), 0) != sizeof(msg))
 		s->ret = -1;
+	__atomic_store_n(&s->done, 1, __ATOMIC_RELEASE);
 	return NULL;
 }
 
+/* Every sender waits in send(), or already got its message out: TCP may
+ * still have had room for one when it came, as ACKs for what filled the
+ * stream were arriving.
+ */
 static bool all_sleeping(struct ike_sender *snd, int n)
 {
 	int i;
 
-	for (i = 0; i < n; i++)
-		if (!snd[i].tid || !thread_sleeping(snd[i].tid))
+	for (i = 0; i < n; i++) {
+		pid_t tid = __atomic_load_n(&snd[i].tid, __ATOMIC_ACQUIRE);
+
+		if (__atomic_load_n(&snd[i].done, __ATOMIC_ACQUIRE))
+			continue;
+		if (!tid || thread_state(tid) != 'S')
 			return false;
+	}
 	return true;
 }
 
@@ -1466,6 +1478,10 @@ TEST_F_TIMEOUT(ulp, ike_and_esp_take_turns, 300)
 	}
 	for (i = 0; i < WAIT_MS / 10 && !all_sleeping(snd, SENDERS); i++)
 		usleep(10000);
+	for (i = 0; i < SENDERS && !all_sleeping(snd, SENDERS); i++)
+		TH_LOG("sender %d: tid %d, state %c, done %d", i, snd[i].tid,
+		       snd[i].tid ? thread_state(snd[i].tid) : '-',
+		       __atomic_load_n(&snd[i].done, __ATOMIC_ACQUIRE));
 	ASSERT_TRUE(all_sleeping(snd, SENDERS));
 
 	/* Drain: IKE jumps the ESP queue, ESP goes between IKE messages. */

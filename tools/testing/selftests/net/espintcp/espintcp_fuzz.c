@@ -40,6 +40,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/netlink.h>
+#include <linux/sockios.h>
 #include <linux/xfrm.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -954,6 +955,9 @@ static void model_frame(struct model *m)
 		p->len = len;
 		m->qmem += est_truesize(len);
 		p->must = !m->uncertain && len > 4 && m->qmem <= m->rcvbuf;
+		trace("model: IKE #%u of %u bytes, %s (queue %zu of %u)",
+		      m->qt - 1, len, p->must ? "must" : "may", m->qmem,
+		      m->rcvbuf);
 		return;
 	}
 	if (!esp_model(b, len, m->spi, &pl, &pl_len)) {
@@ -1053,20 +1057,43 @@ static void model_relax(struct model *m)
  * returned msg_flags or -1 when the call cannot tell): match it against the
  * unread messages. Returns false when @ret must be end of stream instead.
  */
+static bool pmsg_matches(const struct pmsg *p, const uint8_t *buf,
+			 size_t buflen, ssize_t ret, int flags, int mflags)
+{
+	size_t copied = buflen < p->len ? buflen : p->len;
+	ssize_t want = (flags & MSG_TRUNC) ? (ssize_t)p->len : (ssize_t)copied;
+	bool copied_all = copied == p->len;
+
+	return ret == want && !memcmp(buf, p->data, copied) &&
+	       (mflags < 0 || !(mflags & MSG_TRUNC) == copied_all);
+}
+
 static bool model_match(struct model *m, const uint8_t *buf, size_t buflen,
 			ssize_t ret, int flags, int mflags)
 {
-	unsigned int i;
+	unsigned int i, k, last;
 
 	for (i = m->qh; i != m->qt; i++) {
 		struct pmsg *p = &m->q[i % QMAX];
-		size_t copied = buflen < p->len ? buflen : p->len;
-		ssize_t want = (flags & MSG_TRUNC) ? (ssize_t)p->len :
-						     (ssize_t)copied;
-		bool copied_all = copied == p->len;
 
-		if (ret == want && !memcmp(buf, p->data, copied) &&
-		    (mflags < 0 || !(mflags & MSG_TRUNC) == copied_all)) {
+		if (pmsg_matches(p, buf, buflen, ret, flags, mflags)) {
+			/* A short read may match a later message as well (the
+			 * same first bytes), which the kernel may have
+			 * returned instead, having dropped this "may" one:
+			 * those in between are no longer certain to come.
+			 */
+			last = i;
+			for (k = i + 1; !p->must && k != m->qt; k++) {
+				struct pmsg *o = &m->q[k % QMAX];
+
+				if (pmsg_matches(o, buf, buflen, ret, flags,
+						 mflags))
+					last = k;
+				if (o->must)
+					break;
+			}
+			for (k = i + 1; k != last + 1; k++)
+				m->q[k % QMAX].must = false;
 			/* The kernel dropped the ones before: only "may" ones. */
 			while (m->qh != i) {
 				CHECK(!m->q[m->qh % QMAX].must,
@@ -1284,6 +1311,7 @@ static bool peer_write(struct session *s, size_t n)
 		s->peer_dead = true;
 		return false;
 	}
+	trace("peer wrote %zd of %zu at %zu", w, n, s->gen_off);
 	stream_save(s->gen + s->gen_off, w);
 	model_feed(s->m, s->gen + s->gen_off, w);
 	s->gen_off += w;
@@ -1448,6 +1476,15 @@ static void user_recv(struct session *s, bool may_block)
 		n = recvmmsg(s->c.ulp, mm, 2, MSG_DONTWAIT, NULL);
 		err = errno;
 		trace("recvmmsg(%zu) = %d", buflen, n);
+		/* recvmmsg() reports the socket's pending error (sk_err, set
+		 * when the connection was reset) before looking at the queue,
+		 * as on any socket: what is queued comes with the next call.
+		 */
+		if (n < 0 && err != EAGAIN && model_must_pending(s->m)) {
+			CHECK(end_allowed(s), "recvmmsg: %s on a healthy stream",
+			      strerror(err));
+			return;
+		}
 		if (n <= 0) {
 			check_recv(s, buf, buflen / 2, n, err, MSG_DONTWAIT,
 				   -1, false);
@@ -2822,23 +2859,48 @@ static void op_raw(struct rng *r, struct slot *sl)
 	}
 }
 
-/* A healthy connection still carries IKE both ways, within WAIT_MS. */
-static void op_sync(struct slot *sl)
+/* Every byte the raw peer wrote was parsed on the ULP side: none waits to
+ * be sent, none waits for strparser.
+ */
+static bool raw_all_parsed(struct slot *sl, int fd)
 {
-	static uint8_t buf[MAX_MSG];
-	uint32_t seq = ++sl->raw_seq, want;
-	unsigned long long end = now_ns() + WAIT_MS * 1000000ULL;
-	size_t len = 64;
-	int fd = sl->fds[0];
+	int unsent = -1, unread = -1;
 
-	if (!slot_healthy(sl))
-		return;
+	return !ioctl(sl->c.raw, SIOCOUTQNSD, &unsent) && !unsent &&
+	       !ioctl(fd, SIOCINQ, &unread) && !unread;
+}
+
+/* Write the IKE message of a sync from the raw peer. */
+static void sync_write(struct slot *sl, uint8_t *buf, uint32_t seq)
+{
+	size_t len = 64;
+
 	trace("slot %d sync %u", sl->idx, seq);
 	ike_msg(buf + 2, len, RAW_TAG, seq);
 	put16(buf, len + 2);
 	set_nonblock(sl->c.raw, false);
 	CHECK(!write_all(sl->c.raw, buf, len + 2), "raw write: %s", strerror(errno));
 	set_nonblock(sl->c.raw, true);
+}
+
+/*
+ * A healthy connection still carries IKE both ways, within WAIT_MS. The
+ * raw peer's message may be dropped, legitimately, when it arrives while
+ * the unread messages before it fill SO_RCVBUF (a small one, or many
+ * messages that no recv op read). Once everything was parsed and read, a
+ * second message finds an empty queue and must arrive.
+ */
+static void op_sync(struct slot *sl)
+{
+	static uint8_t buf[MAX_MSG];
+	uint32_t seq = ++sl->raw_seq, want;
+	unsigned long long end = now_ns() + WAIT_MS * 1000000ULL;
+	int fd = sl->fds[0], idle = 0;
+	bool again = false;
+
+	if (!slot_healthy(sl))
+		return;
+	sync_write(sl, buf, seq);
 	while (sl->rx_last != seq) {
 		struct pollfd pfd = { .fd = fd, .events = POLLIN };
 		ssize_t n;
@@ -2852,8 +2914,20 @@ static void op_sync(struct slot *sl)
 		      sl->idx, seq, WAIT_MS);
 		poll(&pfd, 1, 100);
 		n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
-		if (n < 0 && errno == EAGAIN)
+		if (n < 0 && errno == EAGAIN) {
+			/* Dropped, if it stays so for a second. */
+			idle = raw_all_parsed(sl, fd) ? idle + 1 : 0;
+			if (idle >= 10 && !again) {
+				trace("slot %d sync %u dropped with the queue full",
+				      sl->idx, seq);
+				seq = ++sl->raw_seq;
+				sync_write(sl, buf, seq);
+				again = true;
+				idle = 0;
+			}
 			continue;
+		}
+		idle = 0;
 		CHECK(n > 0, "slot %d: recv while waiting for %u: %zd %s", sl->idx,
 		      seq, n, strerror(errno));
 		check_ike_in(sl, buf, n, n, false);

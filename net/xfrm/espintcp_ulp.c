@@ -175,6 +175,9 @@ static int espintcp_check_sock(struct sock *sk)
 	 */
 	if (READ_ONCE(sk->sk_peek_off) >= 0 || READ_ONCE(sk->sk_rcvlowat) > 1)
 		return -EINVAL;
+	/* Repair mode (checkpoint/restore) rewrites the queues under us. */
+	if (tcp_sk(sk)->repair)
+		return -EBUSY;
 	/* Someone else (a BPF psock, a tunnel) already owns the callbacks. */
 	if (sk->sk_user_data)
 		return -EBUSY;
@@ -293,6 +296,20 @@ static int espintcp_disconnect(struct sock *sk, int flags)
 	return -EOPNOTSUPP;
 }
 
+/* TCP repair mode would let userspace rewrite the send and receive queues
+ * and sequence numbers under the parser and the transmit slot, and makes
+ * TCP refuse what we send: none of it can work on a framed stream.
+ */
+static int espintcp_setsockopt(struct sock *sk, int level, int optname,
+			       sockptr_t optval, unsigned int optlen)
+{
+	struct espintcp_ctx *ctx = espintcp_ctx(sk);
+
+	if (level == SOL_TCP && optname == TCP_REPAIR)
+		return -EOPNOTSUPP;
+	return ctx->saved_prot->setsockopt(sk, level, optname, optval, optlen);
+}
+
 static int espintcp_put_counters(struct sk_buff *skb,
 				 const struct espintcp_ctx *ctx)
 {
@@ -369,6 +386,7 @@ static void espintcp_build_prot(struct proto *prot, const struct proto *base)
 	*prot = *base;
 	prot->close = espintcp_close;
 	prot->disconnect = espintcp_disconnect;
+	prot->setsockopt = espintcp_setsockopt;
 	prot->sendmsg = espintcp_sendmsg;
 	prot->recvmsg = espintcp_recvmsg;
 	espintcp_refuse_sendpage(prot);

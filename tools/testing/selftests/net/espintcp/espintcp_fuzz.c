@@ -2475,12 +2475,14 @@ static void op_setsockopt(struct rng *r, struct slot *sl, int fd)
 	}
 	default:
 		if (chance(r, 100)) {
-			/* Repair mode under the ULP: anything but a crash. */
+			/* Repair mode would rewrite the queues under the ULP. */
 			int on = 1;
 
 			ret = setsockopt(fd, IPPROTO_TCP, TCP_REPAIR, &on, sizeof(on));
 			trace("slot %d fd %d TCP_REPAIR = %d", sl->idx, fd, ret);
-			sl->tainted = true;
+			CHECK(ret == -1 && errno == EOPNOTSUPP,
+			      "TCP_REPAIR under the ULP: %d (%s), want EOPNOTSUPP",
+			      ret, ret ? strerror(errno) : "success");
 		} else {
 			const char *cc = chance(r, 500) ? "reno" : "cubic";
 

@@ -18,7 +18,6 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
-#include <dirent.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
@@ -894,6 +893,31 @@ TEST_F(ulp, peek_offset_refused)
 		ASSERT_EQ(-1, attach(ulp));
 		ASSERT_EQ(EINVAL, errno);
 	}
+	close(raw);
+	close(ulp);
+}
+
+/* TCP repair mode cannot be entered under the ULP, nor the ULP attached to
+ * a socket in repair mode; IKE still flows afterwards.
+ */
+TEST_F(ulp, repair_mode_refused)
+{
+	int on = 1, off = 0, raw, ulp;
+	uint8_t buf[64];
+
+	ASSERT_EQ(-1, setsockopt(self->ulp, IPPROTO_TCP, TCP_REPAIR, &on,
+				 sizeof(on)));
+	ASSERT_EQ(EOPNOTSUPP, errno);
+	send_ike(_metadata, self->raw, "after", 5);
+	ASSERT_EQ(4 + 5, recv(self->ulp, buf, sizeof(buf), 0));
+	ASSERT_EQ(0, memcmp(buf + 4, "after", 5));
+
+	ASSERT_EQ(0, connect_pair(&self->t, self->lfd, &raw, &ulp, false));
+	ASSERT_EQ(0, setsockopt(ulp, IPPROTO_TCP, TCP_REPAIR, &on, sizeof(on)));
+	ASSERT_EQ(-1, attach(ulp));
+	ASSERT_EQ(EBUSY, errno);
+	ASSERT_EQ(0, setsockopt(ulp, IPPROTO_TCP, TCP_REPAIR, &off, sizeof(off)));
+	ASSERT_EQ(0, attach(ulp));
 	close(raw);
 	close(ulp);
 }

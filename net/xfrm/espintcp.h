@@ -64,6 +64,7 @@ struct espintcp_stats {
 	u64	esp_tx_drops;	/* ESP queue full, or dropped at close */
 	u64	tx_work;	/* runs of the tx work */
 	u64	esp_tx_congestion; /* of esp_tx_drops: ESP queue full */
+	u64	rx_unstall;	/* parser let in early: window too small */
 };
 
 /* The one message being written to TCP. Its bytes never interleave with any

@@ -372,14 +372,39 @@ void espintcp_rx_wait_idle(void)
 	synchronize_rcu();
 }
 
+/* strparser reads the TCP queue again only once it holds all that the
+ * message in progress still needs (need_bytes). TCP queues no more than its
+ * receive window lets the peer send, which the queue's own memory shrinks:
+ * with a receive buffer that is small for the message (up to 64 KiB), the
+ * window closes first, and neither side would ever move. When what is
+ * queued and what the window still admits cannot complete the message,
+ * let strparser take what is there: the window opens again as it does.
+ * Under the socket's BH lock, with the socket not owned (strparser's work
+ * reads regardless of need_bytes).
+ */
+static void espintcp_rx_unstall(struct espintcp_ctx *ctx)
+{
+	struct sock *sk = ctx->sk;
+	u32 need = ctx->strp.need_bytes;
+
+	if (!need || sock_owned_by_user_nocheck(sk))
+		return;
+	if ((u32)tcp_inq(sk) + tcp_receive_window(tcp_sk(sk)) < need) {
+		ESPINTCP_INC(ctx, rx_unstall);
+		ctx->strp.need_bytes = 0;
+	}
+}
+
 void espintcp_sk_data_ready(struct sock *sk)
 {
 	struct espintcp_ctx *ctx;
 
 	rcu_read_lock();
 	ctx = rcu_dereference(inet_csk(sk)->icsk_ulp_data);
-	if (ctx)
+	if (ctx) {
+		espintcp_rx_unstall(ctx);
 		strp_data_ready(&ctx->strp);
+	}
 	rcu_read_unlock();
 }
 

@@ -332,6 +332,7 @@ static int espintcp_put_counters(struct sk_buff *skb,
 		{ ESPINTCP_INFO_ESP_TX_CONGESTION,
 		  READ_ONCE(ctx->stats.esp_tx_congestion) },
 		{ ESPINTCP_INFO_ESP_TXQ_BYTES, READ_ONCE(ctx->esp_txq_bytes) },
+		{ ESPINTCP_INFO_RX_UNSTALL, READ_ONCE(ctx->stats.rx_unstall) },
 	};
 	struct nlattr *nest;
 	int i;

@@ -31,6 +31,7 @@ enum {
 	ESPINTCP_INFO_TX_WORK,		/* runs of the transmit work */
 	ESPINTCP_INFO_ESP_TX_CONGESTION,	/* of ESP_TX_DROPS: ESP queue full */
 	ESPINTCP_INFO_ESP_TXQ_BYTES,	/* truesize of ESP waiting for TCP */
+	ESPINTCP_INFO_RX_UNSTALL,	/* partial message read early: small window */
 	__ESPINTCP_INFO_MAX,
 };
 

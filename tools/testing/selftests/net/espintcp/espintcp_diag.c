@@ -45,6 +45,7 @@ static const char * const counter_names[] = {
 	[ESPINTCP_INFO_TX_WORK]		= "tx_work",
 	[ESPINTCP_INFO_ESP_TX_CONGESTION] = "esp_tx_congestion",
 	[ESPINTCP_INFO_ESP_TXQ_BYTES]	= "esp_txq_bytes",
+	[ESPINTCP_INFO_RX_UNSTALL]	= "rx_unstall",
 };
 
 static void print_addr(int family, const __be32 *addr, __be16 port)

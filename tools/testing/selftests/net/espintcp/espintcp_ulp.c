@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/capability.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -727,6 +728,56 @@ TEST_F_TIMEOUT(ulp, ike_larger_than_rcvbuf, 300)
 	send_big_ike(_metadata, self->raw, 50000, 3);
 	recv_big_ike(_metadata, self->ulp, 50000, 3);
 	ASSERT_EQ(1, diag_counter(self->ulp, "ike_rx_drops"));
+}
+
+/*
+ * A message that SO_RCVBUF allows but TCP's receive window (about half of
+ * the buffer, less what is queued) does not: once its head was parsed
+ * alone, the rest can never be in TCP's queue at once. The parser must take
+ * what arrived rather than wait for all of it, or both sides stall.
+ */
+TEST_F_TIMEOUT(ulp, ike_longer_than_window, 300)
+{
+	enum { LEN = 63000, HEAD = 100 };	/* Length, of 64000 */
+	static uint8_t msg[LEN], out[LEN];
+	int rcvbuf = 32000, inq = -1, i, status;
+	pid_t pid;
+
+	ASSERT_EQ(0, setsockopt(self->ulp, SOL_SOCKET, SO_RCVBUF, &rcvbuf,
+				sizeof(rcvbuf)));
+	/* Move the window's right edge past what was offered with the
+	 * default buffer, which TCP never takes back.
+	 */
+	for (i = 0; i < 200; i++) {
+		send_big_ike(_metadata, self->raw, 1000, i);
+		recv_big_ike(_metadata, self->ulp, 1000, i);
+	}
+
+	msg[0] = LEN >> 8;
+	msg[1] = LEN & 0xff;
+	fill(msg + 6, LEN - 6, 7);
+	ASSERT_EQ(0, write_all(self->raw, msg, HEAD));
+	/* The head was parsed: nothing is left in TCP's queue. */
+	for (i = 0; i < WAIT_MS / 10; i++) {
+		ASSERT_EQ(0, ioctl(self->ulp, SIOCINQ, &inq));
+		if (!inq)
+			break;
+		usleep(10000);
+	}
+	ASSERT_EQ(0, inq);
+
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (!pid)
+		_exit(write_all(self->raw, msg + HEAD, LEN - HEAD) ? 1 : 0);
+	ASSERT_TRUE(readable(self->ulp, WAIT_MS))
+		TH_LOG("stalled; rx_unstall=%lld",
+		       diag_counter(self->ulp, "rx_unstall"));
+	ASSERT_EQ(LEN - 2, recv(self->ulp, out, sizeof(out), 0));
+	ASSERT_EQ(0, memcmp(out, msg + 2, LEN - 2));
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	ASSERT_EQ(0, status);
+	ASSERT_LT(0, diag_counter(self->ulp, "rx_unstall"));
 }
 
 TEST_F_TIMEOUT(ulp, receive_flood_bounded, 300)

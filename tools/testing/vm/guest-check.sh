@@ -133,6 +133,20 @@ MK
 progs=${ESPINTCP_TESTS:-$progs}
 [ -n "$progs" ] || notok "selftests found in $st"
 
+# Test-only modules built on ours (the selftests' injector): a program
+# loads them when it needs them; none outlives it, so that the next one
+# (the fuzzer's rmmod rounds) finds only ours holding espintcp.
+unload_test_modules() {
+	local h
+
+	for h in /sys/module/espintcp/holders/*; do
+		[ -e "$h" ] || continue
+		h=${h##*/}
+		case " ${mods[*]} " in *" $h "*) continue ;; esac
+		rmmod "$h" || notok "test module $h unloads"
+	done
+}
+
 for p in $progs; do
 	log=/tmp/selftest-$p.log
 	mark "$p"
@@ -158,16 +172,11 @@ for p in $progs; do
 	elif [ $((np + nf)) -ne "$plan" ]; then
 		notok "$p reported $((np + nf)) of its $plan planned tests"
 	fi
+	unload_test_modules
 done
 
 mark "module unloading"
-# Test-only modules built on ours (the selftests' injector) go first.
-for h in /sys/module/espintcp/holders/*; do
-	[ -e "$h" ] || continue
-	h=${h##*/}
-	case " ${mods[*]} " in *" $h "*) continue ;; esac
-	rmmod "$h" || notok "test module $h unloads"
-done
+unload_test_modules
 
 # Sockets still closing (FIN_WAIT, LAST_ACK) hold the ULP: poll, bounded.
 # A module using another's symbols holds a reference too: not counted.

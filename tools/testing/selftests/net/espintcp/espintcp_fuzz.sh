@@ -38,14 +38,32 @@ export ESPINTCP_FUZZ_OUT
 ko=()
 [ -f "$top/espintcp.ko" ] && ko=(--ko-dir "$top")
 
+# Each run of the fuzzer is a TAP stream of its own: join them into one,
+# numbered through, with one plan at the end.
+n=0
 rc=0
+echo "TAP version 13"
 for s in $seeds; do
 	seed=()
 	[ "$s" = fresh ] || seed=(--seed "$s")
 	for m in $modes; do
-		./espintcp_fuzz "$m" "${seed[@]}" --seconds "$secs" \
+		exec 3< <(./espintcp_fuzz "$m" "${seed[@]}" --seconds "$secs" \
 			--frames "$frames" --calls "$calls" --conns "$conns" \
-			"${ko[@]}" || rc=1
+			"${ko[@]}"; echo "exit $?")
+		while IFS= read -r line <&3; do
+			case $line in
+			"TAP version "*|1..*) ;;
+			"ok "*|"not ok "*)
+				n=$((n + 1))
+				ok=${line%% [0-9]*}
+				echo "$ok $n ${line#"$ok" [0-9]* }"
+				;;
+			"exit "*) [ "${line#exit }" = 0 ] || rc=1 ;;
+			*) echo "$line" ;;
+			esac
+		done
+		exec 3<&-
 	done
 done
+echo "1..$n"
 exit $rc

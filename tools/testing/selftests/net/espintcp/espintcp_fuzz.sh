@@ -40,6 +40,9 @@ ko=()
 
 # Each run of the fuzzer is a TAP stream of its own: join them into one,
 # numbered through, with one plan at the end.
+# (Through a file: the test VM has no /dev/fd for process substitution.)
+out=$(mktemp) || exit 1
+trap 'rm -f "$out"' EXIT
 n=0
 rc=0
 echo "TAP version 13"
@@ -47,10 +50,10 @@ for s in $seeds; do
 	seed=()
 	[ "$s" = fresh ] || seed=(--seed "$s")
 	for m in $modes; do
-		exec 3< <(./espintcp_fuzz "$m" "${seed[@]}" --seconds "$secs" \
+		./espintcp_fuzz "$m" "${seed[@]}" --seconds "$secs" \
 			--frames "$frames" --calls "$calls" --conns "$conns" \
-			"${ko[@]}"; echo "exit $?")
-		while IFS= read -r line <&3; do
+			"${ko[@]}" >"$out" 2>&1 || rc=1
+		while IFS= read -r line; do
 			case $line in
 			"TAP version "*|1..*) ;;
 			"ok "*|"not ok "*)
@@ -58,11 +61,9 @@ for s in $seeds; do
 				ok=${line%% [0-9]*}
 				echo "$ok $n ${line#"$ok" [0-9]* }"
 				;;
-			"exit "*) [ "${line#exit }" = 0 ] || rc=1 ;;
 			*) echo "$line" ;;
 			esac
-		done
-		exec 3<&-
+		done <"$out"
 	done
 done
 echo "1..$n"

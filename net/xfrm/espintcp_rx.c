@@ -374,13 +374,15 @@ void espintcp_rx_wait_idle(void)
 
 /* strparser reads the TCP queue again only once it holds all that the
  * message in progress still needs (need_bytes). TCP queues no more than its
- * receive window lets the peer send, which the queue's own memory shrinks:
- * with a receive buffer that is small for the message (up to 64 KiB), the
- * window closes first, and neither side would ever move. When what is
- * queued and what the window still admits cannot complete the message,
- * let strparser take what is there: the window opens again as it does.
- * Under the socket's BH lock, with the socket not owned (strparser's work
- * reads regardless of need_bytes).
+ * receive window lets the peer send, which the queue's own memory shrinks,
+ * and drops segments once that memory reaches SO_RCVBUF (small segments
+ * cost far more than their length): with a receive buffer that is small
+ * for the message (up to 64 KiB), one of the two stops the peer first, and
+ * neither side would ever move. When the queue's memory is near its limit,
+ * or what is queued and what the window still admits cannot complete the
+ * message, let strparser take what is there: TCP's memory is freed, the
+ * window opens again. Under the socket's BH lock, with the socket not
+ * owned (strparser's work reads regardless of need_bytes).
  */
 static void espintcp_rx_unstall(struct espintcp_ctx *ctx)
 {
@@ -389,7 +391,8 @@ static void espintcp_rx_unstall(struct espintcp_ctx *ctx)
 
 	if (!need || sock_owned_by_user_nocheck(sk))
 		return;
-	if ((u32)tcp_inq(sk) + tcp_receive_window(tcp_sk(sk)) < need) {
+	if (tcp_rmem_pressure(sk) ||
+	    (u32)tcp_inq(sk) + tcp_receive_window(tcp_sk(sk)) < need) {
 		ESPINTCP_INC(ctx, rx_unstall);
 		ctx->strp.need_bytes = 0;
 	}

@@ -734,50 +734,70 @@ TEST_F_TIMEOUT(ulp, ike_larger_than_rcvbuf, 300)
  * A message that SO_RCVBUF allows but TCP's receive window (about half of
  * the buffer, less what is queued) does not: once its head was parsed
  * alone, the rest can never be in TCP's queue at once. The parser must take
- * what arrived rather than wait for all of it, or both sides stall.
+ * what arrived rather than wait for all of it, or both sides stall. The
+ * rest comes in one write (full segments: the window stops the peer), or
+ * in small segments, which fill TCP's memory before the window closes.
  */
-TEST_F_TIMEOUT(ulp, ike_longer_than_window, 300)
+static void ike_longer_than_window(struct __test_metadata *_metadata,
+				   int raw, int ulp, size_t chunk)
 {
 	enum { LEN = 63000, HEAD = 100 };	/* Length, of 64000 */
 	static uint8_t msg[LEN], out[LEN];
-	int rcvbuf = 32000, inq = -1, i, status;
+	int rcvbuf = 32000, inq = -1, one = 1, i, status;
 	pid_t pid;
 
-	ASSERT_EQ(0, setsockopt(self->ulp, SOL_SOCKET, SO_RCVBUF, &rcvbuf,
+	ASSERT_EQ(0, setsockopt(ulp, SOL_SOCKET, SO_RCVBUF, &rcvbuf,
 				sizeof(rcvbuf)));
 	/* Move the window's right edge past what was offered with the
 	 * default buffer, which TCP never takes back.
 	 */
 	for (i = 0; i < 200; i++) {
-		send_big_ike(_metadata, self->raw, 1000, i);
-		recv_big_ike(_metadata, self->ulp, 1000, i);
+		send_big_ike(_metadata, raw, 1000, i);
+		recv_big_ike(_metadata, ulp, 1000, i);
 	}
 
 	msg[0] = LEN >> 8;
 	msg[1] = LEN & 0xff;
 	fill(msg + 6, LEN - 6, 7);
-	ASSERT_EQ(0, write_all(self->raw, msg, HEAD));
+	ASSERT_EQ(0, write_all(raw, msg, HEAD));
 	/* The head was parsed: nothing is left in TCP's queue. */
 	for (i = 0; i < WAIT_MS / 10; i++) {
-		ASSERT_EQ(0, ioctl(self->ulp, SIOCINQ, &inq));
+		ASSERT_EQ(0, ioctl(ulp, SIOCINQ, &inq));
 		if (!inq)
 			break;
 		usleep(10000);
 	}
 	ASSERT_EQ(0, inq);
 
+	ASSERT_EQ(0, setsockopt(raw, IPPROTO_TCP, TCP_NODELAY, &one,
+				sizeof(one)));
 	pid = fork();
 	ASSERT_LE(0, pid);
-	if (!pid)
-		_exit(write_all(self->raw, msg + HEAD, LEN - HEAD) ? 1 : 0);
-	ASSERT_TRUE(readable(self->ulp, WAIT_MS))
+	if (!pid) {
+		for (i = HEAD; i < LEN; i += chunk)
+			if (write_all(raw, msg + i,
+				      LEN - i < (int)chunk ? LEN - i : chunk))
+				_exit(1);
+		_exit(0);
+	}
+	ASSERT_TRUE(readable(ulp, WAIT_MS))
 		TH_LOG("stalled; rx_unstall=%lld",
-		       diag_counter(self->ulp, "rx_unstall"));
-	ASSERT_EQ(LEN - 2, recv(self->ulp, out, sizeof(out), 0));
+		       diag_counter(ulp, "rx_unstall"));
+	ASSERT_EQ(LEN - 2, recv(ulp, out, sizeof(out), 0));
 	ASSERT_EQ(0, memcmp(out, msg + 2, LEN - 2));
 	ASSERT_EQ(pid, waitpid(pid, &status, 0));
 	ASSERT_EQ(0, status);
-	ASSERT_LT(0, diag_counter(self->ulp, "rx_unstall"));
+	ASSERT_LT(0, diag_counter(ulp, "rx_unstall"));
+}
+
+TEST_F_TIMEOUT(ulp, ike_longer_than_window, 300)
+{
+	ike_longer_than_window(_metadata, self->raw, self->ulp, 65536);
+}
+
+TEST_F_TIMEOUT(ulp, ike_longer_than_window_small_segments, 300)
+{
+	ike_longer_than_window(_metadata, self->raw, self->ulp, 100);
 }
 
 TEST_F_TIMEOUT(ulp, receive_flood_bounded, 300)

@@ -57,13 +57,20 @@ if scripts/dkms.sh install "$kver" >"$tmp/dkms.log" 2>&1; then
 	check "depmod chooses our espintcp" chosen espintcp "*/updates/*"
 	check "depmod chooses our esp4 over the stock one" chosen esp4 "*/updates/*"
 	check "depmod chooses our esp6 over the stock one" chosen esp6 "*/updates/*"
-	if tools/testing/vm/run-vm.sh --timeout 900 --out "$tmp/vm" -- \
-		env ESPINTCP_AUTOLOAD=1 tools/testing/vm/guest-demo.sh >"$tmp/vm.log" 2>&1 &&
-	   grep -q "DEMO OK" "$tmp/vm.log"; then
+	tools/testing/vm/run-vm.sh --timeout 900 --out "$tmp/vm" -- \
+		env ESPINTCP_AUTOLOAD=1 tools/testing/vm/guest-demo.sh >"$tmp/vm.log" 2>&1
+	rc=$?
+	if [ "$rc" -eq 0 ] && grep -q "DEMO OK" "$tmp/vm.log"; then
 		ok "installed: ULP and ESP types load on demand, ESP over TCP works"
 	else
 		notok "installed: ULP and ESP types load on demand, ESP over TCP works"
-		grep -a -v '^\[' "$tmp/vm.log" | tail -30 | sed 's/^/# /'
+		echo "# run-vm exit $rc, $(wc -l <"$tmp/vm.log") lines of output"
+		# The demo's own lines first; the console's when it printed none.
+		if grep -a -q -v '^\[' "$tmp/vm.log"; then
+			grep -a -v '^\[' "$tmp/vm.log" | tail -30
+		else
+			tail -40 "$tmp/vm.log"
+		fi | sed 's/^/# /'
 	fi
 else
 	notok "dkms install for $kver"

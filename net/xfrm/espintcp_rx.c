@@ -380,21 +380,22 @@ void espintcp_rx_wait_idle(void)
  * for the message (up to 64 KiB), one of the two stops the peer first, and
  * neither side would ever move. When the queue's memory is near its limit,
  * or what is queued and what the window still admits cannot complete the
- * message, let strparser take what is there: TCP's memory is freed, the
- * window opens again. Under the socket's BH lock, with the socket not
- * owned (strparser's work reads regardless of need_bytes).
+ * message, have strparser's work take what is there (it reads whatever is
+ * queued): TCP's memory is freed, the window opens again. Rare, so the hop
+ * costs nothing on the common path. Called under the socket's BH lock after
+ * strp_data_ready(); when the socket is owned that has queued the work.
  */
 static void espintcp_rx_unstall(struct espintcp_ctx *ctx)
 {
 	struct sock *sk = ctx->sk;
-	u32 need = ctx->strp.need_bytes;
+	u32 need = READ_ONCE(ctx->strp.need_bytes);
 
 	if (!need || sock_owned_by_user_nocheck(sk))
 		return;
 	if (tcp_rmem_pressure(sk) ||
 	    (u32)tcp_inq(sk) + tcp_receive_window(tcp_sk(sk)) < need) {
 		ESPINTCP_INC(ctx, rx_unstall);
-		ctx->strp.need_bytes = 0;
+		strp_check_rcv(&ctx->strp);
 	}
 }
 
@@ -405,8 +406,8 @@ void espintcp_sk_data_ready(struct sock *sk)
 	rcu_read_lock();
 	ctx = rcu_dereference(inet_csk(sk)->icsk_ulp_data);
 	if (ctx) {
-		espintcp_rx_unstall(ctx);
 		strp_data_ready(&ctx->strp);
+		espintcp_rx_unstall(ctx);
 	}
 	rcu_read_unlock();
 }

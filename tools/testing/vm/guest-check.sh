@@ -163,6 +163,13 @@ for p in $progs; do
 	fail=$((fail + nf))
 	if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
 		notok "$p timed out after ${timeout}s"
+	elif { [ "$rc" -eq 0 ] || [ "$rc" -eq 4 ]; } &&
+	     [ "$np" -eq 0 ] && [ "$nf" -eq 0 ] &&
+	     grep -qE '^1\.\.0 # SKIP' "$log"; then
+		# A whole program skipped (kselftest's "1..0 # SKIP reason",
+		# exit 4): one skip, its reason said here and in the log.
+		skip=$((skip + 1))
+		echo "# $p skipped: $(grep -m1 -E '^1\.\.0 # SKIP' "$log" | cut -d' ' -f4-)"
 	elif [ "$rc" -ne 0 ] && [ "$nf" -eq 0 ]; then
 		notok "$p exited with status $rc"
 	elif [ "$np" -eq 0 ] && [ "$nf" -eq 0 ]; then

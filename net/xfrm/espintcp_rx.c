@@ -380,22 +380,27 @@ void espintcp_rx_wait_idle(void)
  * for the message (up to 64 KiB), one of the two stops the peer first, and
  * neither side would ever move. When the queue's memory is near its limit,
  * or what is queued and what the window still admits cannot complete the
- * message, have strparser's work take what is there (it reads whatever is
- * queued): TCP's memory is freed, the window opens again. Rare, so the hop
- * costs nothing on the common path. Called under the socket's BH lock after
- * strp_data_ready(); when the socket is owned that has queued the work.
+ * message, let strparser take what is there: TCP's memory is freed, the
+ * window opens again. Under the socket's BH lock, with the socket not
+ * owned (strparser's work reads regardless of need_bytes).
+ *
+ * need_bytes is strparser's, but only it and we touch it, both under that
+ * lock. Its exported strp_check_rcv() would read from the work item
+ * instead: measured, that is too late when small segments fill the queue's
+ * memory (TCP drops the next ones and waits for its retransmission timer),
+ * and ike_longer_than_window_small_segments stalls on every fixture.
  */
 static void espintcp_rx_unstall(struct espintcp_ctx *ctx)
 {
 	struct sock *sk = ctx->sk;
-	u32 need = READ_ONCE(ctx->strp.need_bytes);
+	u32 need = ctx->strp.need_bytes;
 
 	if (!need || sock_owned_by_user_nocheck(sk))
 		return;
 	if (tcp_rmem_pressure(sk) ||
 	    (u32)tcp_inq(sk) + tcp_receive_window(tcp_sk(sk)) < need) {
 		ESPINTCP_INC(ctx, rx_unstall);
-		strp_check_rcv(&ctx->strp);
+		ctx->strp.need_bytes = 0;
 	}
 }
 
@@ -406,8 +411,8 @@ void espintcp_sk_data_ready(struct sock *sk)
 	rcu_read_lock();
 	ctx = rcu_dereference(inet_csk(sk)->icsk_ulp_data);
 	if (ctx) {
-		strp_data_ready(&ctx->strp);
 		espintcp_rx_unstall(ctx);
+		strp_data_ready(&ctx->strp);
 	}
 	rcu_read_unlock();
 }

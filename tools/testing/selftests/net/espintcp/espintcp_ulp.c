@@ -1678,6 +1678,16 @@ static void reset_under_esp_output(struct __test_metadata *_metadata,
 		if (pfd.revents & POLLHUP)
 			break;
 	}
+	if (!(pfd.revents & POLLHUP)) {
+		struct tcp_info ti = { 0 };
+		socklen_t tl = sizeof(ti);
+
+		/* Seen twice on a slow host: say where the reset went. */
+		getsockopt(ulp, IPPROTO_TCP, TCP_INFO, &ti, &tl);
+		TH_LOG("no POLLHUP: revents %#x, tcp state %u", pfd.revents,
+		       ti.tcpi_state);
+		run("nstat -az '*Rst*' '*Challenge*' '*BacklogDrop' >&2; ss -tnie >&2");
+	}
 	ASSERT_TRUE(pfd.revents & POLLHUP);
 
 	/*

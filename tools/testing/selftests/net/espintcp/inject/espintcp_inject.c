@@ -7,8 +7,8 @@
  * queue and close races without any ESP transform.
  *
  * debugfs espintcp_inject/ctl takes
- *   "start FAMILY LOCAL LPORT REMOTE RPORT COUNT SIZE"  or  "stop"
- * (COUNT 0: until stopped)
+ *   "start FAMILY LOCAL LPORT REMOTE RPORT COUNT SIZE [TICK_US]"  or  "stop"
+ * (COUNT 0: until stopped; a batch every TICK_US microseconds, default 20)
  * and espintcp_inject/status reads "sent=N ok=N enobufs=N enotconn=N
  * other=N done=0|1".
  */
@@ -23,13 +23,14 @@
 #include <net/xfrm.h>
 
 #define INJECT_BATCH	16
+#define INJECT_TICK_US	20	/* default: as fast as TCG gets */
 #define INJECT_SPI	0x45535000	/* "ESP\0" */
 
 static struct {
 	struct mutex lock;		/* ctl writes */
 	struct hrtimer timer;
 	struct espintcp_ctx *ctx;
-	u32 count, size;
+	u32 count, size, tick_us;
 	atomic_t sent, ok, enobufs, enotconn, other;
 	bool done;
 } inj;
@@ -81,7 +82,7 @@ static enum hrtimer_restart inj_tick(struct hrtimer *timer)
 		WRITE_ONCE(inj.done, true);
 		return HRTIMER_NORESTART;
 	}
-	hrtimer_forward_now(timer, ns_to_ktime(20 * NSEC_PER_USEC));
+	hrtimer_forward_now(timer, ns_to_ktime(inj.tick_us * NSEC_PER_USEC));
 	return HRTIMER_RESTART;
 }
 
@@ -106,13 +107,16 @@ static int inj_start(char *args)
 	char local[64], remote[64];
 	struct xfrm_state *x;
 	u16 lport, rport;
-	int family, err;
+	int family, err, n;
 
-	if (sscanf(args, "%d %63s %hu %63s %hu %u %u", &family, local, &lport,
-		   remote, &rport, &inj.count, &inj.size) != 7)
+	inj.tick_us = INJECT_TICK_US;
+	n = sscanf(args, "%d %63s %hu %63s %hu %u %u %u", &family, local,
+		   &lport, remote, &rport, &inj.count, &inj.size, &inj.tick_us);
+	if (n != 7 && n != 8)
 		return -EINVAL;
 	if ((family != AF_INET && family != AF_INET6) ||
-	    inj.size < ESPINTCP_LEN_SIZE + 8 || inj.size > ESPINTCP_MAX_MSG)
+	    inj.size < ESPINTCP_LEN_SIZE + 8 || inj.size > ESPINTCP_MAX_MSG ||
+	    !inj.tick_us || inj.tick_us > USEC_PER_SEC)
 		return -EINVAL;
 
 	/* Only the fields espintcp_ctx_lookup() reads, as an outbound SA. */

@@ -25,9 +25,7 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/../../.." && pwd)
 cd "$top"
 
-summary() {
-	echo "${1:-0} passed, ${2:-1} failed, ${3:-0} skipped"
-}
+. tools/testing/vm/lib.sh
 trap 'summary 0 1 0' ERR
 
 scripts/deps.sh flex bison libelf-dev
@@ -68,14 +66,8 @@ rc=$?
 set -e
 t2=$(date +%s)
 
-result=$(grep -ao 'GUEST-RESULT [0-9]* [0-9]* [0-9]*' "$out/console.log" | tail -1 || true)
-read -r _ passed failed skipped <<<"${result:-GUEST-RESULT 0 0 0}"
-case $rc in
-0|1|125) ;;
-124) echo "check-debug: the VM timed out"; failed=$((failed + 1)) ;;
-*) [ -n "$result" ] || { echo "check-debug: no result from the guest (exit $rc)"; failed=$((failed + 1)); } ;;
-esac
-[ -n "$result" ] || [ "$failed" -gt 0 ] || failed=1
+# A warning (run-vm's 125) is judged below, with the checkers' reports.
+guest_result check-debug "$out" "$([ "$rc" -eq 125 ] && echo 0 || echo "$rc")"
 
 # The checkers' reports, each put down to the last "espintcp-test: start"
 # marker before it ("boot" before the first one).

@@ -10,9 +10,7 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/../../.." && pwd)
 cd "$top"
 
-summary() {
-	echo "${1:-0} passed, ${2:-1} failed, ${3:-0} skipped"
-}
+. tools/testing/vm/lib.sh
 trap 'summary 0 1 0' ERR
 
 scripts/deps.sh
@@ -37,16 +35,7 @@ tools/testing/vm/run-vm.sh --timeout "${ESPINTCP_VM_TIMEOUT:-3000}" --out "$out"
 rc=$?
 set -e
 
-result=$(grep -ao 'GUEST-RESULT [0-9]* [0-9]* [0-9]*' "$out/console.log" | tail -1 || true)
-read -r _ passed failed skipped <<<"${result:-GUEST-RESULT 0 0 0}"
-case $rc in
-0|1) ;;
-124) echo "check: the VM timed out"; failed=$((failed + 1)) ;;
-125) echo "check: the guest kernel crashed or warned (see $out/console.log)"
-     failed=$((failed + 1)) ;;
-*) [ -n "$result" ] || { echo "check: no result from the guest (exit $rc)"; failed=$((failed + 1)); } ;;
-esac
-[ -n "$result" ] || [ "$failed" -gt 0 ] || failed=1
+guest_result check "$out" "$rc"
 
 # Installing for real: DKMS, the package, depmod's choice (ESPINTCP_NO_DKMS=1
 # skips it while developing).

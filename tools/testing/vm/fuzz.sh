@@ -21,9 +21,7 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/../../.." && pwd)
 cd "$top"
 
-summary() {
-	echo "${1:-0} passed, ${2:-1} failed, ${3:-0} skipped"
-}
+. tools/testing/vm/lib.sh
 trap 'summary 0 1 0' ERR
 
 frames=${ESPINTCP_FUZZ_FRAMES:-1000000}
@@ -57,16 +55,7 @@ tools/testing/vm/run-vm.sh --timeout "$vm_timeout" --out "$out" -- \
 rc=$?
 set -e
 
-result=$(grep -ao 'GUEST-RESULT [0-9]* [0-9]* [0-9]*' "$out/console.log" | tail -1 || true)
-read -r _ passed failed skipped <<<"${result:-GUEST-RESULT 0 0 0}"
-case $rc in
-0|1) ;;
-124) echo "fuzz: the VM timed out"; failed=$((failed + 1)) ;;
-125) echo "fuzz: the guest kernel crashed or warned (see $out/console.log)"
-     failed=$((failed + 1)) ;;
-*) [ -n "$result" ] || { echo "fuzz: no result from the guest (exit $rc)"; failed=$((failed + 1)); } ;;
-esac
-[ -n "$result" ] || [ "$failed" -gt 0 ] || failed=1
+guest_result fuzz "$out" "$rc"
 
 grep -a '^# \(stream\|calls\|lifetime\|seed\|KNOWN\)' "$out/console.log" | sed 's/\r$//' || true
 if [ -d "$out/share/fuzz" ] && [ -n "$(ls -A "$out/share/fuzz")" ]; then

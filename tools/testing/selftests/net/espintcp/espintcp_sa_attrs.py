@@ -703,9 +703,14 @@ def probe():
     back only then (older kernels skip unknown attributes). Returns
     {feature: None if known, else the reason to skip}."""
     a, b = ADDR[4]
+    # The keepalive probe uses a 1 s interval: the kernel's keepalive work
+    # (xfrm_nat_keepalive_state_updated()) is queued with
+    # schedule_delayed_work(), which leaves a pending run where it is. Had
+    # the work seen a probe SA of 3600 s before it was deleted (as under
+    # single-threaded TCG), the keepalive cases' SAs would wait an hour.
     tries = {
         "dir": ({"sa_dir": DIR_IN}, XFRMA_SA_DIR, "XFRMA_SA_DIR", (6, 10)),
-        "keepalive": ({"sa_dir": DIR_OUT, "keepalive": 3600,
+        "keepalive": ({"sa_dir": DIR_OUT, "keepalive": 1,
                        "encap": (UDP_ENCAP_ESPINUDP, IKE_PORT, 4999)},
                       XFRMA_NAT_KEEPALIVE_INTERVAL,
                       "XFRMA_NAT_KEEPALIVE_INTERVAL", (6, 10)),

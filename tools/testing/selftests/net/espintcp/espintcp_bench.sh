@@ -35,9 +35,11 @@ measure() {
 			--psk "$PSK" --status "$dir/r.status" 2>"$dir/r.log" &
 		pids+=($!)
 		wait_for "$WAIT" status_is r state listening || return 1
+		# UDP's default 3.5 s of retries is too short for the first
+		# SA of the VM under TCG (crypto instantiation and self-test).
 		ip netns exec "$A" "$IKE" --initiator --local "$a" --peer "$b" \
 			--psk "$PSK" --transport "$tr" --status "$dir/i.status" \
-			2>"$dir/i.log" &
+			--udp-timeout 1000 --udp-tries 5 2>"$dir/i.log" &
 		pids+=($!)
 		wait_for "$WAIT" status_is i state established &&
 			wait_for "$WAIT" status_is r state established ||

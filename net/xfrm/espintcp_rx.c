@@ -384,11 +384,14 @@ void espintcp_rx_wait_idle(void)
  * window opens again. Under the socket's BH lock, with the socket not
  * owned (strparser's work reads regardless of need_bytes).
  *
- * need_bytes is strparser's, but only it and we touch it, both under that
- * lock. Its exported strp_check_rcv() would read from the work item
- * instead: measured, that is too late when small segments fill the queue's
- * memory (TCP drops the next ones and waits for its retransmission timer),
- * and ike_longer_than_window_small_segments stalls on every fixture.
+ * need_bytes is strparser's. It writes it under the BH lock too
+ * (strp_data_ready()) or with the socket owned (its work); we write it
+ * only under the BH lock with the socket not owned, so never at the same
+ * time as strparser. Its exported strp_check_rcv() would read from the
+ * work item instead: measured, that is too late when small segments fill
+ * the queue's memory (TCP drops the next ones and waits for its
+ * retransmission timer), and ike_longer_than_window_small_segments stalls
+ * on every fixture.
  */
 static void espintcp_rx_unstall(struct espintcp_ctx *ctx)
 {

@@ -1417,8 +1417,10 @@ static int inject_loaded(void)
 	return run("insmod inject/espintcp_inject.ko") == 0;
 }
 
-/* Start injecting ESP into the ULP socket's connection. */
-/* A batch of @count (0: until stopped) ESP packets every @tick_us. */
+/*
+ * Start injecting ESP into the ULP socket's connection: @count packets (0:
+ * until stopped) of @size bytes, a batch of them every @tick_us.
+ */
 static int inject_start_every(int ulp, int count, int size, int tick_us)
 {
 	char ls[INET6_ADDRSTRLEN], rs[INET6_ADDRSTRLEN], cmd[256];

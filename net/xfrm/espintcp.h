@@ -91,6 +91,7 @@ struct espintcp_ctx {
 	struct espintcp_slot	tx;
 	struct sk_buff_head	esp_txq;
 	unsigned long		esp_txq_bytes;	/* truesize queued, under esp_txq.lock */
+	unsigned long		esp_txq_budget;	/* limit for forwarded ESP, likewise */
 	atomic_t		ike_waiters;	/* senders wanting the slot */
 	bool			tx_last_ike;	/* kind of the last completed message */
 	bool			tx_in_tcp;	/* in TCP's send, socket lock owned */

@@ -244,6 +244,7 @@ static void espintcp_tx_work(struct work_struct *work)
 void espintcp_tx_init(struct espintcp_ctx *ctx)
 {
 	skb_queue_head_init(&ctx->esp_txq);
+	ctx->esp_txq_budget = ESPINTCP_ESP_TXQ_MIN;
 	INIT_DELAYED_WORK(&ctx->tx_work, espintcp_tx_work);
 }
 
@@ -296,8 +297,9 @@ void espintcp_write_space(struct sock *sk)
  * queues by sk_wmem_alloc, UDP, raw and ping sockets by SO_SNDBUF, and both
  * are woken by the skb's destructor (tcp_wfree(), sock_wfree()) when it is
  * freed. Orphaning the skb here would release that memory at once and let
- * the sender fill the ESP queue until it overflows. So the skb keeps its
- * owner until it is written to the stream (espintcp_slot_done()) or dropped
+ * the sender fill the ESP queue until it overflows. So, once the queue is
+ * behind (espintcp_keep_charge()), the skb keeps its owner until it is
+ * written to the stream (espintcp_slot_done()) or dropped
  * (espintcp_tx_purge()), exactly as a packet in a device queue does; the
  * sender's wakeup then comes from the destructor.
  *
@@ -330,6 +332,23 @@ static bool espintcp_keep_owner(const struct sk_buff *skb)
 	return skb->sk && skb->destructor && sk_fullsock(skb->sk);
 }
 
+/* Whether a local sender's skb should keep its charge, given the queue.
+ *
+ * Below the forwarding budget the queue is only the few packets that wait
+ * for the tx work, as in a device's queue: charging the sender for that
+ * time would let its small-queue limit (two packets, or a millisecond's
+ * worth) meter it to the tx work's wakeups, and ESP-in-TCP would run at a
+ * fraction of ESP-in-UDP's throughput. So such an skb is released from its
+ * sender as a forwarded one is, and only the ones queued behind a backlog
+ * (the stream is slower than the senders) keep their charge and push back.
+ * Read without the queue's lock: a race admits a few more uncharged skbs,
+ * and those still count against the local limit.
+ */
+static bool espintcp_keep_charge(const struct espintcp_ctx *ctx)
+{
+	return READ_ONCE(ctx->esp_txq_bytes) >= READ_ONCE(ctx->esp_txq_budget);
+}
+
 int espintcp_xmit(struct espintcp_ctx *ctx, struct sk_buff *skb)
 {
 	unsigned long limit;	/* sk_sndbuf may be up to INT_MAX */
@@ -354,7 +373,7 @@ int espintcp_xmit(struct espintcp_ctx *ctx, struct sk_buff *skb)
 	}
 	skb_dst_drop(skb);
 	local = espintcp_keep_owner(skb);
-	if (!local)
+	if (!local || !espintcp_keep_charge(ctx))
 		skb_orphan(skb);
 
 	spin_lock_bh(&ctx->esp_txq.lock);
@@ -367,6 +386,7 @@ int espintcp_xmit(struct espintcp_ctx *ctx, struct sk_buff *skb)
 	 * message always fits into an empty queue.
 	 */
 	limit = max(READ_ONCE(ctx->sk->sk_sndbuf), ESPINTCP_ESP_TXQ_MIN);
+	WRITE_ONCE(ctx->esp_txq_budget, limit);
 	if (local)
 		limit *= ESPINTCP_ESP_TXQ_LOCAL;
 	if (ctx->esp_txq_bytes >= limit) {

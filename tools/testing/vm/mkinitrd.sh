@@ -2,20 +2,28 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # Build (once, cached) the VM's initramfs for kernel KVER: static busybox,
-# the stock modules needed to mount the host over 9p, and guest-init.
-# Prints the initramfs path.
+# the stock modules needed to mount the host's directories over FS (9p, or
+# virtiofs for kernels built without 9p, such as Debian's cloud flavour),
+# and guest-init. Prints the initramfs path.
 #
-#   mkinitrd.sh KVER [BASEDIR]
+#   mkinitrd.sh KVER [BASEDIR] [FS]
 #
 # BASEDIR is where lib/modules/KVER is when not under / (a self-built
 # kernel's INSTALL_MOD_PATH); modules built into that kernel are skipped.
+# FS is 9p (the default) or virtiofs.
 
 set -euo pipefail
 
 kver=$1
 base=${2:-/}
+fs=${3:-9p}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-cache=${XDG_CACHE_HOME:-$HOME/.cache}/espintcp/vm/$kver
+cache=${XDG_CACHE_HOME:-$HOME/.cache}/espintcp/vm/$kver/$fs
+case $fs in
+9p) fsmods="9pnet_virtio 9p" ;;
+virtiofs) fsmods=virtiofs ;;
+*) echo "mkinitrd: unknown file system $fs" >&2; exit 1 ;;
+esac
 initrd=$cache/initrd.gz
 busybox=/bin/busybox
 
@@ -41,8 +49,12 @@ done
 
 # Modules in dependency order, as modprobe would load them.
 : > "$work/modules"
-for mod in virtio_pci 9pnet_virtio 9p overlay; do
-	modprobe -d "$base" -S "$kver" --show-depends "$mod" | while read -r kw path _; do
+for mod in virtio_pci $fsmods overlay; do
+	deps=$(modprobe -d "$base" -S "$kver" --show-depends "$mod") || {
+		echo "mkinitrd: $kver has no $mod" >&2
+		exit 1
+	}
+	echo "$deps" | while read -r kw path _; do
 		[ "$kw" = insmod ] || continue
 		name=$(basename "$path")
 		name=${name%.xz}

@@ -9,8 +9,13 @@
 #
 # The guest boots /boot/vmlinuz-KVER with a small cached initramfs (busybox
 # and the stock 9p/virtio modules), mounts the host's / read-only over 9p
-# with tmpfs over /tmp, /run, /var, /root and an overlay over /etc, and runs
+# with tmpfs over /tmp, /run, /root and overlays over /etc and /var, and runs
 # COMMAND with bash in the directory run-vm.sh was called from.
+#
+# A kernel without 9p (Debian's cloud flavour) gets the same directories
+# over virtiofs instead, served by qemu's virtiofsd; the read-only ones from
+# a read-only bind mount, since virtiofsd cannot refuse writes itself.
+# ESPINTCP_VM_FS=9p or virtiofs forces the choice.
 #
 # --kernel boots another image instead (make check-debug's): --modules DIR
 # then holds its lib/modules/RELEASE/, which the guest sees as /lib/modules.
@@ -71,7 +76,16 @@ share="$out/share"
 rm -rf "$share"
 mkdir -p "$share"
 
-initrd=$("$here/mkinitrd.sh" "$kver" ${modbase:+"$modbase"}) || exit 126
+fs=${ESPINTCP_VM_FS:-}
+if [ -z "$fs" ]; then
+	fs=virtiofs
+	modprobe -d "${modbase:-/}" -S "$kver" --show-depends 9p >/dev/null 2>&1 && fs=9p
+fi
+case $fs in
+9p|virtiofs) ;;
+*) echo "run-vm: ESPINTCP_VM_FS must be 9p or virtiofs" >&2; exit 126 ;;
+esac
+initrd=$("$here/mkinitrd.sh" "$kver" "${modbase:-/}" "$fs") || exit 126
 
 # The command, run by the guest in the caller's directory, which is shared
 # on its own (read-only) so that it is visible even under the guest's /tmp.
@@ -91,12 +105,61 @@ single|multi) ;;
 *) echo "run-vm: ESPINTCP_TCG must be single or multi" >&2; exit 126 ;;
 esac
 
+# share TAG DIR ro|rw: export DIR to the guest, which mounts it by TAG.
+shares=()
+vfsd=()
+vfs_cleanup() {
+	[ ${#vfsd[@]} -eq 0 ] || kill "${vfsd[@]}" 2>/dev/null || true
+}
+trap vfs_cleanup EXIT
+share() {
+	local tag=$1 dir=$2 mode=$3 sock=$out/vfs-$1.sock root=$out/vfs-$1.root
+	local opts=local,path=$dir,mount_tag=$tag,security_model=none,multidevs=remap
+	local cache=auto i
+
+	if [ "$fs" = 9p ]; then
+		[ "$mode" = ro ] && opts+=,readonly=on
+		shares+=(-virtfs "$opts")
+		return
+	fi
+	rm -f "$sock"
+	mkdir -p "$root"
+	[ "$mode" = ro ] && cache=always
+	# In a mount namespace of its own: DIR, and everything mounted below
+	# it, bound read-only where the guest must not write.
+	unshare -m --propagation private sh -c '
+		mount --rbind "$1" "$2" || exit 1
+		if [ "$3" = ro ]; then
+			findmnt -R -rn -o TARGET "$2" | while read -r m; do
+				mount -o remount,bind,ro "$m" || exit 1
+			done || exit 1
+		fi
+		shift 3
+		exec "$@"' sh "$dir" "$root" "$mode" \
+		/usr/lib/qemu/virtiofsd --socket-path="$sock" -o source="$root" \
+		-o cache="$cache" -o log_level=err >"$out/vfs-$tag.log" 2>&1 &
+	vfsd+=($!)
+	for i in $(seq 100); do
+		[ -S "$sock" ] && break
+		kill -0 "${vfsd[-1]}" 2>/dev/null || break
+		sleep 0.1
+	done
+	[ -S "$sock" ] || { echo "run-vm: virtiofsd for $dir did not start:" >&2; cat "$out/vfs-$tag.log" >&2; exit 126; }
+	shares+=(-chardev "socket,id=vfs-$tag,path=$sock"
+		 -device "vhost-user-fs-pci,chardev=vfs-$tag,tag=$tag")
+}
+share hostroot / ro
+share result "$share" rw
+share workdir "$PWD" ro
 # The guest mounts a self-built kernel's modules over its /lib/modules.
-modshare=()
 if [ -n "$moddir" ]; then
 	touch "$share/modules"
-	modshare=(-virtfs "local,path=$moddir,mount_tag=kmods,security_model=none,readonly=on,multidevs=remap")
+	share kmods "$moddir" ro
 fi
+# vhost-user devices need the guest's memory shared with virtiofsd.
+memdev=()
+[ "$fs" = virtiofs ] && memdev=(-object "memory-backend-memfd,id=mem,size=$mem,share=on"
+			       -machine memory-backend=mem)
 
 cpus=$(nproc)
 [ "$cpus" -gt 4 ] && cpus=4
@@ -106,11 +169,8 @@ timeout -k 10 "$timeout" qemu-system-x86_64 \
 	-accel tcg,thread="$tcg" -cpu max -smp "$cpus" -m "$mem" \
 	-nographic -no-reboot -serial mon:stdio -nodefaults -vga none \
 	-kernel "$kernel" -initrd "$initrd" \
-	-append "console=ttyS0 quiet loglevel=4 panic=-1 oops=panic rdinit=/init${append:+ $append}" \
-	-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
-	-virtfs local,path="$share",mount_tag=result,security_model=none,multidevs=remap \
-	-virtfs local,path="$PWD",mount_tag=workdir,security_model=none,readonly=on,multidevs=remap \
-	"${modshare[@]}" \
+	-append "console=ttyS0 quiet loglevel=4 panic=-1 oops=panic rdinit=/init espintcp_vm_fs=$fs${append:+ $append}" \
+	"${memdev[@]}" "${shares[@]}" \
 	</dev/null 2>&1 | tee "$out/console.log" |
 	sed -u -e '/ESPINTCP-VM /d' -e '/SeaBIOS\|^Booting from\|^iPXE\|^Press Ctrl/d' \
 	       -e 's/\x1b[[0-9;?]*[a-zA-Z]//g; s/\x1bc//g; s/\r$//'
@@ -119,8 +179,8 @@ set -e
 end=$(date +%s.%N)
 
 boot=$(grep -ao 'ESPINTCP-VM boot [0-9.]*' "$out/console.log" | tail -1 | cut -d' ' -f3)
-printf 'run-vm: kernel %s, tcg thread=%s, guest uptime at command start %ss, total %.1fs\n' \
-	"$kver" "$tcg" "${boot:-?}" "$(echo "$end - $start" | bc)"
+printf 'run-vm: kernel %s, tcg thread=%s, %s, guest uptime at command start %ss, total %.1fs\n' \
+	"$kver" "$tcg" "$fs" "${boot:-?}" "$(echo "$end - $start" | bc)"
 [ -f "$share/dmesg" ] && cp "$share/dmesg" "$out/dmesg"
 
 splat='(Oops|BUG:|WARNING:|KASAN|refcount_t|general protection|Kernel panic|Call Trace)'

@@ -48,6 +48,10 @@ selftests: modules
 check:
 	tools/testing/vm/check.sh
 
+# Not in .ci/run (hours): make check on every Debian kernel flavour.
+check-kernels:
+	tools/testing/vm/check-kernels.sh
+
 # Not in .ci/run: the kernel build takes long. Before merging anything that
 # touches net/ or include/.
 check-debug:
@@ -77,4 +81,4 @@ deb:
 lint:
 	scripts/lint.sh
 
-.PHONY: all modules clean selftests check check-debug demo fuzz bench lint dkms-install dkms-remove deb
+.PHONY: all modules clean selftests check check-kernels check-debug demo fuzz bench lint dkms-install dkms-remove deb

@@ -21,10 +21,10 @@ show() {
 }
 die() { printf '\nDEMO FAILED: %s\n' "$*"; exit 1; }
 
-wait_status() {	# FILE KEY VALUE
+wait_status() {	# FILE KEY VALUE, for up to two minutes
 	local i
 
-	for ((i = 0; i < 600; i++)); do
+	for ((i = 0; i < 1200; i++)); do
 		grep -qx "$2=$3" "$1" 2>/dev/null && return 0
 		sleep 0.1
 	done
@@ -80,9 +80,11 @@ rpid=$!
 wait_status "$run/r" state listening || die "responder did not start"
 ip netns exec $A "$st/espintcp_ike" --initiator --local 10.74.0.1 \
 	--peer 10.74.0.2 --psk demo-secret --transport fallback \
-	--udp-timeout 300 --udp-tries 2 --status "$run/i" 2>"$run/i.log" &
+	--udp-timeout 300 --udp-tries 2 --timeout 60000 \
+	--status "$run/i" 2>"$run/i.log" &
 ipid=$!
-wait_status "$run/i" state established || { cat "$run"/*.log; die "no tunnel"; }
+wait_status "$run/i" state established ||
+	{ tail -n +1 "$run"/[ir].log; die "no tunnel"; }
 wait_status "$run/r" state established || die "responder not established"
 echo "  initiator:"; sed 's/^/    /' "$run/i.log"
 echo "  responder:"; sed 's/^/    /' "$run/r.log"

@@ -502,8 +502,11 @@ static int initiator_start(struct ike *k)
 		via_current(k, &v);
 		say("IKE_SA_INIT over TCP");
 		rc = init_sa(k, &v, 1);
-		if (rc)
+		if (rc) {
+			say("IKE_SA_INIT over TCP: %s", rc == -3 ?
+			    "malformed response" : "no response");
 			return rc == -3 ? EX_PROTO : EX_UNREACHABLE;
+		}
 	}
 
 	k->child.spi_in = new_spi();
@@ -515,8 +518,10 @@ static int initiator_start(struct ike *k)
 	req.flags = IKE_FLAG_I;
 	req.auth = auth;
 	req.sa_spi = k->child.spi_in;
-	if (exchange(k, &v, &req, resp, &len, &r, k->c->udp_tries))
+	if (exchange(k, &v, &req, resp, &len, &r, k->c->udp_tries)) {
+		say("IKE_AUTH: no response");
 		return EX_UNREACHABLE;
+	}
 	if (!r.auth || !r.sa_spi || auth_value(k, false, want) ||
 	    memcmp(want, r.auth, PRF_LEN)) {
 		say("IKE_AUTH: the responder's AUTH does not verify");
@@ -598,8 +603,10 @@ static int rekey(struct ike *k)
 	req.flags = IKE_FLAG_I;
 	req.del_proto = PROTO_ESP;
 	req.del_spi = k->old.spi_in;
-	if (exchange(k, &v, &req, resp, &len, &r, k->c->udp_tries))
+	if (exchange(k, &v, &req, resp, &len, &r, k->c->udp_tries)) {
+		say("IKE_AUTH: no response");
 		return EX_UNREACHABLE;
+	}
 	child_remove(k, &k->old);
 	k->rekeys++;
 	say("child SA rekeyed: in 0x%08x out 0x%08x", k->child.spi_in,

@@ -105,21 +105,25 @@ capture_start() {
 }
 
 # Every frame with TCP payload on port 4500 decodes as the prefix, IKE or
-# ESP (or is part of a message reassembled later, hence two passes, or is
-# a retransmission, which Wireshark does not dissect again: TCG is slow
-# enough for TCP to retransmit now and then); nothing is malformed, no
-# expert error.
+# ESP (or is part of a message reassembled later, hence two passes and
+# reassembly of out-of-order segments; or is a retransmission, which
+# Wireshark does not dissect again: TCG is slow enough for TCP to
+# retransmit now and then; or follows segments the capture lost, which
+# dumpcap's log then counts); nothing is malformed, no expert error.
 dissect_ok() {
-	local out=$dir/frames.tsv
+	local out=$dir/frames.tsv rc=0
 
 	kill -INT "$cap"
 	wait_exit "$cap" >/dev/null
 	tshark -2 -r "$dir/cap.pcapng" -X "lua_script:$LUA" -Y 'tcp.port == 4500' \
+		-o tcp.reassemble_out_of_order:TRUE \
 		-T fields -E separator=/t -E occurrence=f -e frame.number \
 		-e tcp.len -e frame.protocols -e tcp.reassembled_in \
 		-e rfc9329.prefix -e _ws.malformed -e _ws.expert.severity \
 		-e tcp.analysis.retransmission \
 		-e tcp.analysis.spurious_retransmission \
+		-e tcp.analysis.lost_segment -e tcp.analysis.out_of_order \
+		-e tcp.analysis.keep_alive \
 		>"$out" 2>"$dir/tshark.log" ||
 		{ log "tshark failed"; sed 's/^/# /' "$dir/tshark.log"; return 1; }
 	awk -F'\t' '
@@ -130,17 +134,26 @@ dissect_ok() {
 				retx++
 				next
 			}
-			print "# frame " $1 " not decoded: " $3; bad++
+			if ($10 != "") {
+				print "# frame " $1 " follows segments not captured"
+				gap++
+				next
+			}
+			print "# frame " $1 " not decoded: " $3 \
+			      ($11 != "" ? " (out of order)" : "") \
+			      ($12 != "" ? " (keep-alive)" : ""); bad++
 		}
 		# PI_ERROR is 0x00800000
 		$6 != "" || ($7 != "" && $7 >= 8388608) {
 			print "# frame " $1 " malformed: " $3; bad++
 		}
 		END {
-			printf "# %d frames: %d IKE, %d ESP, %d retransmitted, %d bad\n",
-			       NR, ike, esp, retx, bad
+			printf "# %d frames: %d IKE, %d ESP, %d retransmitted, %d after a capture gap, %d bad\n",
+			       NR, ike, esp, retx, gap, bad
 			exit !(ike > 0 && esp > 0 && bad == 0)
-		}' "$out"
+		}' "$out" || rc=1
+	grep -ai "dropped" "$dir/dumpcap.log" | sed 's/^/# dumpcap: /'
+	return "$rc"
 }
 
 # lsw_case FAMILY MODE ENABLE_TCP [BLOCK]

@@ -91,7 +91,11 @@ struct espintcp_ctx {
 	struct espintcp_slot	tx;
 	struct sk_buff_head	esp_txq;
 	unsigned long		esp_txq_bytes;	/* truesize queued, under esp_txq.lock */
-	unsigned long		esp_txq_budget;	/* limit for forwarded ESP, likewise */
+	/* The limit for ESP no local socket is charged for: written under
+	 * esp_txq.lock, read without it (as is esp_txq_bytes) to decide
+	 * whether a local sender's skb keeps its charge (espintcp_tx.c).
+	 */
+	unsigned long		esp_txq_budget;
 	atomic_t		ike_waiters;	/* senders wanting the slot */
 	bool			tx_last_ike;	/* kind of the last completed message */
 	bool			tx_in_tcp;	/* in TCP's send, socket lock owned */

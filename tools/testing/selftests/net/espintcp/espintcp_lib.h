@@ -27,6 +27,21 @@
 
 static const char ulp_name[] = "espintcp";
 
+/*
+ * For kselftest_harness.h fixtures. The harness runs a fixture's teardown
+ * only after its setup completed: a setup step that fails tears down what
+ * was built before it, so that no namespace (with SAs holding esp4/esp6)
+ * outlives the test.
+ */
+#define SETUP_OK(fixture, expr) do {					\
+	int __rc = (expr), __err = errno;				\
+									\
+	if (__rc)							\
+		fixture##_teardown(_metadata, self, variant);		\
+	ASSERT_EQ(0, __rc) TH_LOG("setup: %s: %s", #expr,		\
+				  strerror(__err));			\
+} while (0)
+
 static inline int attach(int fd)
 {
 	return setsockopt(fd, IPPROTO_TCP, TCP_ULP, ulp_name, sizeof(ulp_name));

@@ -153,9 +153,12 @@ static void topo_teardown(struct topo *t)
 {
 	char cmd[128];
 
-	if (t->peer_ns >= 0) {
+	if (t->peer_ns >= 0)
 		close(t->peer_ns);
-		snprintf(cmd, sizeof(cmd), "ip netns del %s", t->peer_ns_name);
+	/* Also after a setup that failed before opening it. */
+	if (t->peer_ns_name[0]) {
+		snprintf(cmd, sizeof(cmd), "ip netns del %s 2>/dev/null",
+			 t->peer_ns_name);
 		run(cmd);
 	}
 }
@@ -228,16 +231,6 @@ FIXTURE_VARIANT_ADD(ulp, ipv6_lo) { .family = AF_INET6, .veth = false };
 FIXTURE_VARIANT_ADD(ulp, ipv4_veth) { .family = AF_INET, .veth = true };
 FIXTURE_VARIANT_ADD(ulp, ipv6_veth) { .family = AF_INET6, .veth = true };
 
-FIXTURE_SETUP(ulp)
-{
-	signal(SIGPIPE, SIG_IGN);
-	ASSERT_EQ(0, topo_setup(&self->t, variant->family, variant->veth));
-	self->lfd = listen_any(&self->t);
-	ASSERT_LE(0, self->lfd);
-	ASSERT_EQ(0, connect_pair(&self->t, self->lfd, &self->raw, &self->ulp,
-				  true)) TH_LOG("attach: %s", strerror(errno));
-}
-
 static void return_esp(const char *esp)
 {
 	char cmd[64];
@@ -294,10 +287,26 @@ FIXTURE_TEARDOWN(ulp)
 		init_net_sysctl(TCP_MEM, self->saved_tcp_mem, NULL, 0);
 	if (self->borrowed_esp)
 		return_esp(self->borrowed_esp);
-	close(self->raw);
-	close(self->ulp);
-	close(self->lfd);
+	if (self->raw >= 0)
+		close(self->raw);
+	if (self->ulp >= 0)
+		close(self->ulp);
+	if (self->lfd >= 0)
+		close(self->lfd);
 	topo_teardown(&self->t);
+}
+
+FIXTURE_SETUP(ulp)
+{
+	signal(SIGPIPE, SIG_IGN);
+	self->lfd = -1;
+	self->raw = -1;
+	self->ulp = -1;
+	SETUP_OK(ulp, topo_setup(&self->t, variant->family, variant->veth));
+	self->lfd = listen_any(&self->t);
+	SETUP_OK(ulp, self->lfd < 0);
+	SETUP_OK(ulp, connect_pair(&self->t, self->lfd, &self->raw, &self->ulp,
+				   true));
 }
 
 static void send_ike(struct __test_metadata *_metadata, int fd,

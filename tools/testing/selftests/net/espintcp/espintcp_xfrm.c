@@ -428,10 +428,11 @@ static void env_teardown(struct env *e)
 		close(e->b_sk);
 	if (e->lsn >= 0)
 		close(e->lsn);
-	if (e->ns_fd >= 0) {
+	if (e->ns_fd >= 0)
 		close(e->ns_fd);
-		runf("ip netns del %s", e->ns);
-	}
+	/* Also after a setup that failed before opening it. */
+	if (e->ns[0])
+		runf("ip netns del %s 2>/dev/null", e->ns);
 }
 
 static int do_ping(struct env *e, int count)
@@ -643,17 +644,17 @@ FIXTURE_VARIANT_ADD(esp, plain6_transport) { AF_INET6, false, ENC_NONE };
 
 FIXTURE_VARIANT_ADD(esp, plain6_tunnel) { AF_INET6, true, ENC_NONE };
 
-FIXTURE_SETUP(esp)
-{
-	ASSERT_EQ(0, env_setup(&self->e, variant->family, variant->tunnel,
-			       variant->encap, alg_gcm, false));
-	ASSERT_EQ(0, sa_pair(&self->e, "add", SPI_AB, SPI_BA, 1));
-	ASSERT_EQ(0, policies(&self->e, "", 1));
-}
-
 FIXTURE_TEARDOWN(esp)
 {
 	env_teardown(&self->e);
+}
+
+FIXTURE_SETUP(esp)
+{
+	SETUP_OK(esp, env_setup(&self->e, variant->family, variant->tunnel,
+				variant->encap, alg_gcm, false));
+	SETUP_OK(esp, sa_pair(&self->e, "add", SPI_AB, SPI_BA, 1));
+	SETUP_OK(esp, policies(&self->e, "", 1));
 }
 
 TEST_F_TIMEOUT(esp, traffic, 300)
@@ -710,17 +711,17 @@ FIXTURE_VARIANT_ADD(alg, cbc_sha512) {
 	false
 };
 
-FIXTURE_SETUP(alg)
-{
-	ASSERT_EQ(0, env_setup(&self->e, AF_INET, false, ENC_TCP,
-			       variant->algs, variant->esn));
-	ASSERT_EQ(0, sa_pair(&self->e, "add", SPI_AB, SPI_BA, 1));
-	ASSERT_EQ(0, policies(&self->e, "", 1));
-}
-
 FIXTURE_TEARDOWN(alg)
 {
 	env_teardown(&self->e);
+}
+
+FIXTURE_SETUP(alg)
+{
+	SETUP_OK(alg, env_setup(&self->e, AF_INET, false, ENC_TCP,
+				variant->algs, variant->esn));
+	SETUP_OK(alg, sa_pair(&self->e, "add", SPI_AB, SPI_BA, 1));
+	SETUP_OK(alg, policies(&self->e, "", 1));
 }
 
 TEST_F_TIMEOUT(alg, traffic, 300)
@@ -741,16 +742,16 @@ FIXTURE_VARIANT_ADD(tcp, ipv4) { AF_INET };
 
 FIXTURE_VARIANT_ADD(tcp, ipv6) { AF_INET6 };
 
-FIXTURE_SETUP(tcp)
-{
-	ASSERT_EQ(0, env_setup(&self->e, variant->family, false, ENC_TCP,
-			       alg_gcm, false));
-	ASSERT_EQ(0, sa_pair(&self->e, "add", SPI_AB, SPI_BA, 1));
-}
-
 FIXTURE_TEARDOWN(tcp)
 {
 	env_teardown(&self->e);
+}
+
+FIXTURE_SETUP(tcp)
+{
+	SETUP_OK(tcp, env_setup(&self->e, variant->family, false, ENC_TCP,
+				alg_gcm, false));
+	SETUP_OK(tcp, sa_pair(&self->e, "add", SPI_AB, SPI_BA, 1));
 }
 
 /* The IKE side of the connection still works: one message each way. */
@@ -1399,22 +1400,22 @@ FIXTURE_VARIANT_ADD(bp, tcp4_tunnel) { AF_INET, AF_INET, true };
 /* The case of the report: IPv4 in IPv6. */
 FIXTURE_VARIANT_ADD(bp, tcp6_tunnel_ipv4) { AF_INET6, AF_INET, true };
 
+FIXTURE_TEARDOWN(bp)
+{
+	env_teardown(&self->e);
+}
+
 FIXTURE_SETUP(bp)
 {
 	struct env *e = &self->e;
 
-	ASSERT_EQ(0, env_setup(e, variant->family, variant->tunnel, ENC_TCP,
+	SETUP_OK(bp, env_setup(e, variant->family, variant->tunnel, ENC_TCP,
 			       alg_gcm, false));
 	if (variant->ifamily != variant->family)
 		env_inner_ipv4(e);
-	ASSERT_EQ(0, sa_pair(e, "add", SPI_AB, SPI_BA, 1));
-	ASSERT_EQ(0, policies(e, "", 1));
-	ASSERT_EQ(0, runf("tc qdisc add dev veth0 root netem %s", BP_NETEM));
-}
-
-FIXTURE_TEARDOWN(bp)
-{
-	env_teardown(&self->e);
+	SETUP_OK(bp, sa_pair(e, "add", SPI_AB, SPI_BA, 1));
+	SETUP_OK(bp, policies(e, "", 1));
+	SETUP_OK(bp, runf("tc qdisc add dev veth0 root netem %s", BP_NETEM));
 }
 
 /* A local sender through a slow outer path: nothing lost, nothing dropped. */
@@ -1464,6 +1465,15 @@ FIXTURE(bp_fwd) {
 	int c_fd;
 };
 
+FIXTURE_TEARDOWN(bp_fwd)
+{
+	if (self->c_fd >= 0)
+		close(self->c_fd);
+	if (self->c_ns[0])
+		runf("ip netns del %s 2>/dev/null", self->c_ns);
+	env_teardown(&self->e);
+}
+
 FIXTURE_SETUP(bp_fwd)
 {
 	static const char * const cmds[] = {
@@ -1491,7 +1501,7 @@ FIXTURE_SETUP(bp_fwd)
 	size_t i;
 
 	self->c_fd = -1;
-	ASSERT_EQ(0, env_setup(e, AF_INET, true, ENC_TCP, alg_gcm, false));
+	SETUP_OK(bp_fwd, env_setup(e, AF_INET, true, ENC_TCP, alg_gcm, false));
 	snprintf(self->c_ns, sizeof(self->c_ns), "espintcp-c-%d", getpid());
 	for (i = 0; i < ARRAY_SIZE(cmds) + ARRAY_SIZE(b_cmds); i++) {
 		const char *cmd = i < ARRAY_SIZE(cmds) ? cmds[i] :
@@ -1500,23 +1510,14 @@ FIXTURE_SETUP(bp_fwd)
 
 		if (rc)
 			fprintf(stderr, "# failed: %s\n", cmd);
-		ASSERT_EQ(0, rc);
+		SETUP_OK(bp_fwd, rc);
 	}
 	snprintf(path, sizeof(path), "/run/netns/%s", self->c_ns);
 	self->c_fd = open(path, O_RDONLY | O_CLOEXEC);
-	ASSERT_LE(0, self->c_fd);
-	ASSERT_EQ(0, sa_pair(e, "add", SPI_AB, SPI_BA, 1));
-	ASSERT_EQ(0, setsockopt(e->a_sk, SOL_SOCKET, SO_SNDBUF, &sndbuf,
-				sizeof(sndbuf)));
-}
-
-FIXTURE_TEARDOWN(bp_fwd)
-{
-	if (self->c_fd >= 0) {
-		close(self->c_fd);
-		runf("ip netns del %s", self->c_ns);
-	}
-	env_teardown(&self->e);
+	SETUP_OK(bp_fwd, self->c_fd < 0);
+	SETUP_OK(bp_fwd, sa_pair(e, "add", SPI_AB, SPI_BA, 1));
+	SETUP_OK(bp_fwd, setsockopt(e->a_sk, SOL_SOCKET, SO_SNDBUF, &sndbuf,
+				    sizeof(sndbuf)));
 }
 
 TEST_F_TIMEOUT(bp_fwd, forwarded_bulk, 900)

@@ -14,13 +14,26 @@ cd "$top"
 trap 'summary 0 1 0' ERR
 
 scripts/deps.sh
-# Which kernel, and why (scripts/kver.sh): every later step uses this one.
-why=$(scripts/kver.sh -v 2>&1 >/dev/null)
-KVER=$(scripts/kver.sh)
-export KVER
-echo "check: $why, tcg thread=${ESPINTCP_TCG:-multi}"
-make -s modules
-make -s selftests
+vmargs=()
+if [ -n "${ESPINTCP_ROOT:-}" ]; then
+	# Another Debian root (make check-kernels' Debian 13 row): its kernel,
+	# its compiler, its userspace in the guest, and the host's root next
+	# to it for interoperability tests (run-vm.sh --peer-root).
+	root=$(cd "$ESPINTCP_ROOT" && pwd)
+	KVER=$(ls -1 "$root/lib/modules")
+	export KVER
+	echo "check: kernel $KVER and userspace of $root, tcg thread=${ESPINTCP_TCG:-multi}"
+	scripts/in-root.sh "$root" sh -c 'make -s modules && make -s selftests KSFT_DIR="$KSFT_DIR"'
+	vmargs=(--root "$root" --peer-root /)
+else
+	# Which kernel, and why (scripts/kver.sh): every later step uses this one.
+	why=$(scripts/kver.sh -v 2>&1 >/dev/null)
+	KVER=$(scripts/kver.sh)
+	export KVER
+	echo "check: $why, tcg thread=${ESPINTCP_TCG:-multi}"
+	make -s modules
+	make -s selftests
+fi
 trap - ERR
 
 out=$(mktemp -d /tmp/espintcp-check.XXXXXX)
@@ -30,7 +43,7 @@ fwd=()
 for v in ESPINTCP_TESTS ESPINTCP_CASES ESPINTCP_WAIT ${!ESPINTCP_FUZZ_*}; do
 	[ -z "${!v:-}" ] || fwd+=("$v=${!v}")
 done
-tools/testing/vm/run-vm.sh --timeout "${ESPINTCP_VM_TIMEOUT:-3000}" --out "$out" \
+tools/testing/vm/run-vm.sh --timeout "${ESPINTCP_VM_TIMEOUT:-3000}" --out "$out" "${vmargs[@]}" \
 	-- env "${fwd[@]}" tools/testing/vm/guest-check.sh
 rc=$?
 set -e

@@ -4,8 +4,8 @@
 # Run a command as root inside Debian's stock kernel under qemu (TCG).
 #
 #   run-vm.sh [--timeout SECS] [--kver KVER] [--out DIR]
-#             [--kernel IMAGE --modules DIR] [--mem SIZE] [--append ARGS]
-#             -- COMMAND...
+#             [--kernel IMAGE --modules DIR] [--root DIR] [--peer-root DIR]
+#             [--mem SIZE] [--append ARGS] -- COMMAND...
 #
 # The guest boots /boot/vmlinuz-KVER with a small cached initramfs (busybox
 # and the stock 9p/virtio modules), mounts the host's / read-only over 9p
@@ -19,6 +19,14 @@
 #
 # --kernel boots another image instead (make check-debug's): --modules DIR
 # then holds its lib/modules/RELEASE/, which the guest sees as /lib/modules.
+# --root boots another Debian root instead of the host's (the Debian 13 row
+# of make check-kernels): the guest's / is DIR, read-only as the host's
+# would be, and the kernel is DIR/boot/vmlinuz-KVER with DIR/lib/modules,
+# KVER being --kver or the one release under DIR/lib/modules. The caller's
+# directory must be at the same path under DIR (created when missing).
+# --peer-root DIR shows another root to the guest at /run/espintcp-peer, with
+# a writable overlay and /proc, /sys, /dev bound in, for chroot: a second
+# userspace (libreswan interop) next to the booted one.
 # --mem is the guest's memory (default 2G); --append adds to the kernel's
 # command line.
 #
@@ -38,6 +46,8 @@ out=
 kernel=
 moddir=
 modbase=
+root=/
+peer=
 mem=2G
 append=
 while [ $# -gt 0 ]; do
@@ -47,15 +57,31 @@ while [ $# -gt 0 ]; do
 	--out) out=$2; shift 2 ;;
 	--kernel) kernel=$2; shift 2 ;;
 	--modules) moddir=$2; shift 2 ;;
+	--root) root=$2; shift 2 ;;
+	--peer-root) peer=$2; shift 2 ;;
 	--mem) mem=$2; shift 2 ;;
 	--append) append=$2; shift 2 ;;
 	--) shift; break ;;
 	*) break ;;
 	esac
 done
-[ $# -gt 0 ] || { echo "usage: $0 [--timeout S] [--kver KVER] [--out DIR] [--kernel IMAGE --modules DIR] [--mem SIZE] [--append ARGS] -- COMMAND..." >&2; exit 126; }
+[ $# -gt 0 ] || { echo "usage: $0 [--timeout S] [--kver KVER] [--out DIR] [--kernel IMAGE --modules DIR] [--root DIR] [--peer-root DIR] [--mem SIZE] [--append ARGS] -- COMMAND..." >&2; exit 126; }
+root=$(cd "$root" && pwd) || exit 126
+[ -z "$peer" ] || peer=$(cd "$peer" && pwd) || exit 126
 
-if [ -n "$kernel" ]; then
+if [ "$root" != / ]; then
+	[ -z "$kernel" ] || { echo "run-vm: --root boots its own kernel, not --kernel" >&2; exit 126; }
+	if [ -z "$kver" ]; then
+		kver=$(ls -1 "$root/lib/modules")
+		[ "$(wc -l <<<"$kver")" -eq 1 ] || { echo "run-vm: $root has kernels $(tr "\n" " " <<<"$kver"); pick one with --kver" >&2; exit 126; }
+	fi
+	kernel=$root/boot/vmlinuz-$kver
+	[ -r "$kernel" ] || { echo "run-vm: $kernel missing" >&2; exit 126; }
+	modbase=$root
+	# The guest mounts the caller's directory here: the root is read-only
+	# in the guest, not for us.
+	mkdir -p "$root$PWD" || exit 126
+elif [ -n "$kernel" ]; then
 	# A self-built kernel: its release is the one directory under
 	# DIR/lib/modules.
 	[ -r "$kernel" ] && [ -n "$moddir" ] || { echo "run-vm: --kernel needs a readable IMAGE and --modules DIR" >&2; exit 126; }
@@ -148,13 +174,17 @@ share() {
 	shares+=(-chardev "socket,id=vfs-$tag,path=$sock"
 		 -device "vhost-user-fs-pci,chardev=vfs-$tag,tag=$tag")
 }
-share hostroot / ro
+share hostroot "$root" ro
 share result "$share" rw
 share workdir "$PWD" ro
 # The guest mounts a self-built kernel's modules over its /lib/modules.
 if [ -n "$moddir" ]; then
 	touch "$share/modules"
 	share kmods "$moddir" ro
+fi
+if [ -n "$peer" ]; then
+	touch "$share/peer"
+	share peer "$peer" ro
 fi
 # vhost-user devices need the guest's memory shared with virtiofsd.
 memdev=()

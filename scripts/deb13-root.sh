@@ -29,7 +29,7 @@ pkgs=(
 	linux-image-amd64 linux-headers-amd64 gcc make libc6-dev bc kmod
 	iproute2 iputils-ping nftables iperf3 procps psmisc
 	python3 python3-scapy python3-cryptography
-	libreswan libnss3-tools tshark
+	libreswan libnss3-tools tshark dkms
 )
 key=$( (echo format 1; sha256sum "$0") | sha256sum | cut -c1-16)
 

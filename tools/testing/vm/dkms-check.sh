@@ -7,11 +7,14 @@
 # tunnel up over TCP with every module loaded on demand; removes the
 # installation and checks that the stock modules are chosen again.
 # Prints "DKMS-RESULT <passed> <failed>" last.
+#
+# With ESPINTCP_ROOT=DIR (make check's Debian 13 row) the installation is
+# DIR's, with DIR's own dkms, dpkg and kernel headers, and the VM boots DIR.
 
 set -uo pipefail
 
 top=$(cd "$(dirname "$0")/../../.." && pwd)
-cd "$top"
+cd "$top" || exit 1
 kver=${KVER:-$(scripts/kver.sh)}
 ver=$(sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog)
 sudo=
@@ -21,9 +24,30 @@ ok() { pass=$((pass + 1)); echo "ok - $*"; }
 notok() { fail=$((fail + 1)); echo "not ok - $*"; }
 check() { local what=$1; shift; if "$@"; then ok "$what"; else notok "$what"; fi; }
 
-tmp=$(mktemp -d /tmp/espintcp-dkms.XXXXXX)
-trap 'scripts/dkms.sh remove >/dev/null 2>&1
-      $sudo dpkg --purge espintcp-dkms >/dev/null 2>&1; rm -rf "$tmp"' EXIT
+root=${ESPINTCP_ROOT:+$(cd "$ESPINTCP_ROOT" && pwd)}
+vmargs=()
+# in_root CMD...: CMD where the kernel's modules are installed: here, or in
+# the other root, where the paths below $root are the same without it.
+in_root() {
+	if [ -n "$root" ]; then
+		$sudo scripts/in-root.sh "$root" "$@"
+	else
+		"$@"
+	fi
+}
+# What needs root privileges there: in_root's own are enough.
+isudo=$sudo
+if [ -n "$root" ]; then
+	kver=$(ls -1 "$root/lib/modules")
+	vmargs=(--root "$root")
+	isudo=
+fi
+
+# Under the other root's /tmp: tmp here is itmp there.
+tmp=$(mktemp -d "$root/tmp/espintcp-dkms.XXXXXX")
+itmp=${tmp#"$root"}
+trap 'in_root scripts/dkms.sh remove >/dev/null 2>&1
+      in_root $isudo dpkg --purge espintcp-dkms >/dev/null 2>&1; rm -rf "$tmp"' EXIT
 
 # The package.
 deb_ok() {
@@ -47,17 +71,17 @@ check "espintcp-dkms .deb builds with the sources and a versioned dkms.conf" deb
 chosen() {	# MODULE PATTERN
 	local f
 
-	f=$(modinfo -k "$kver" -n "$1" 2>/dev/null) || return 1
+	f=$(in_root modinfo -k "$kver" -n "$1" 2>/dev/null) || return 1
 	echo "# modprobe $1 -> $f"
 	[[ $f == $2 ]]
 }
 
-if scripts/dkms.sh install "$kver" >"$tmp/dkms.log" 2>&1; then
+if in_root scripts/dkms.sh install "$kver" >"$tmp/dkms.log" 2>&1; then
 	ok "dkms install for $kver"
 	check "depmod chooses our espintcp" chosen espintcp "*/updates/*"
 	check "depmod chooses our esp4 over the stock one" chosen esp4 "*/updates/*"
 	check "depmod chooses our esp6 over the stock one" chosen esp6 "*/updates/*"
-	tools/testing/vm/run-vm.sh --timeout 900 --out "$tmp/vm" -- \
+	tools/testing/vm/run-vm.sh --timeout 900 --out "$tmp/vm" "${vmargs[@]}" -- \
 		env ESPINTCP_AUTOLOAD=1 tools/testing/vm/guest-demo.sh >"$tmp/vm.log" 2>&1
 	rc=$?
 	if [ "$rc" -eq 0 ] && grep -q "DEMO OK" "$tmp/vm.log"; then
@@ -78,11 +102,11 @@ else
 fi
 
 
-check "dkms remove" scripts/dkms.sh remove
+check "dkms remove" in_root scripts/dkms.sh remove
 stock_again() {
 	chosen esp4 "*/kernel/net/ipv4/esp4.ko*" &&
 		chosen esp6 "*/kernel/net/ipv6/esp6.ko*" &&
-		! modinfo -k "$kver" -n espintcp >/dev/null 2>&1
+		! in_root modinfo -k "$kver" -n espintcp >/dev/null 2>&1
 }
 check "after dkms remove the stock esp4/esp6 are chosen, espintcp is gone" stock_again
 
@@ -91,38 +115,41 @@ check "after dkms remove the stock esp4/esp6 are chosen, espintcp is gone" stock
 # under a release name of its own so that DKMS's state for the real kernel
 # is not touched.
 own_espintcp_skipped() {
-	local fake=$tmp/own-espintcp own=${kver%-*}-ownespintcp out rc f
+	local fake=$itmp/own-espintcp own=${kver%-*}-ownespintcp out rc
 
-	mkdir -p "$fake"
-	for f in "/lib/modules/$kver/build"/* "/lib/modules/$kver/build"/.[!.]*; do
-		ln -s "$(readlink -f "$f")" "$fake/${f##*/}"
-	done
-	rm -f "$fake/.config"
-	sed 's/^# CONFIG_INET_ESPINTCP is not set$/CONFIG_INET_ESPINTCP=m/' \
-		"/lib/modules/$kver/build/.config" > "$fake/.config"
-	grep -qx CONFIG_INET_ESPINTCP=m "$fake/.config" || return 1
-	scripts/dkms.sh add >/dev/null || return 1
-	out=$($sudo dkms build -m espintcp -v "$ver" -k "$own" \
+	# shellcheck disable=SC2016 # expanded by the inner shell
+	in_root bash -c '
+		kb=/lib/modules/$1/build fake=$2
+		mkdir -p "$fake" || exit 1
+		for f in "$kb"/* "$kb"/.[!.]*; do
+			ln -s "$(readlink -f "$f")" "$fake/${f##*/}"
+		done
+		rm -f "$fake/.config"
+		sed "s/^# CONFIG_INET_ESPINTCP is not set$/CONFIG_INET_ESPINTCP=m/" \
+			"$kb/.config" > "$fake/.config"
+		grep -qx CONFIG_INET_ESPINTCP=m "$fake/.config"' sh "$kver" "$fake" || return 1
+	in_root scripts/dkms.sh add >/dev/null || return 1
+	out=$(in_root $isudo dkms build -m espintcp -v "$ver" -k "$own" \
 		--kernelsourcedir "$fake" 2>&1)
 	rc=$?
 	echo "# dkms build: exit $rc: $(tail -2 <<<"$out" | tr '\n' ' ')"
-	scripts/dkms.sh remove >/dev/null || return 1
+	in_root scripts/dkms.sh remove >/dev/null || return 1
 	[ "$rc" -eq 77 ] && grep -q BUILD_EXCLUSIVE <<<"$out"
 }
 check "dkms skips a kernel that has its own espintcp" own_espintcp_skipped
 
 # The package: its postinst builds through DKMS, purging removes it all.
 deb=$tmp/espintcp-dkms_${ver}_all.deb
-if [ -f "$deb" ] && $sudo dpkg -i "$deb" >"$tmp/dpkg.log" 2>&1; then
+if [ -f "$deb" ] && in_root $isudo dpkg -i "$itmp/${deb##*/}" >"$tmp/dpkg.log" 2>&1; then
 	ok "espintcp-dkms installs"
 	check "the package installed our esp4 for $kver" chosen esp4 "*/updates/*"
 	check "the package installed espintcp for $kver" chosen espintcp "*/updates/*"
-	check "espintcp-dkms purges" eval '$sudo dpkg --purge espintcp-dkms >>"$tmp/dpkg.log" 2>&1'
+	check "espintcp-dkms purges" eval 'in_root $isudo dpkg --purge espintcp-dkms >>"$tmp/dpkg.log" 2>&1'
 	check "after purging the stock esp4/esp6 are chosen, espintcp is gone" stock_again
-	[ ! -d "/usr/src/espintcp-$ver" ] || notok "purging left /usr/src/espintcp-$ver"
+	[ ! -d "$root/usr/src/espintcp-$ver" ] || notok "purging left /usr/src/espintcp-$ver"
 else
 	notok "espintcp-dkms installs"
 	sed 's/^/# /' "$tmp/dpkg.log" 2>/dev/null | tail -20
-	$sudo dpkg --purge espintcp-dkms >/dev/null 2>&1
+	in_root $isudo dpkg --purge espintcp-dkms >/dev/null 2>&1
 fi
 echo "DKMS-RESULT $pass $fail"

@@ -13,6 +13,12 @@
 # verified, SA counters, a child SA rekey with traffic flowing, a clean
 # teardown; and every frame of a capture decodes with our RFC 9329 Lua
 # dissector (tools/wireshark/espintcp.lua) as IKE or ESP, nothing malformed.
+#
+# Interoperability: when another Debian root is mounted at
+# $ESPINTCP_PEER_ROOT (default /run/espintcp-peer, run-vm.sh --peer-root),
+# the same cases run again with one pluto from that root (chroot) and the
+# other from this one, each side initiating: on make check-kernels' Debian
+# 13 row, trixie's libreswan 5.x against bookworm's 4.10.
 
 set -u
 cd "$(dirname "$0")" || exit 1
@@ -21,8 +27,38 @@ PLUTO=/usr/libexec/ipsec/pluto
 LUA=$(cd ../../../.. && pwd)/wireshark/espintcp.lua
 PSK=selftest-libreswan-psk-0123456789abcdef
 dir=$(mktemp -d /tmp/espintcp-libreswan.XXXXXX)
+peer=${ESPINTCP_PEER_ROOT:-/run/espintcp-peer}
+# The root each host's libreswan comes from: "" is this one.
+root_a=
+root_b=
 
 source ./espintcp_lib.sh
+
+# lsw HOST CMD...: CMD from HOST's libreswan (its root's, via chroot).
+lsw() {
+	local r=root_$1
+
+	shift
+	if [ -n "${!r}" ]; then
+		chroot "${!r}" "$@"
+	else
+		"$@"
+	fi
+}
+
+# roots ROOT_A ROOT_B CMD...: CMD with these roots for hosts a and b.
+# shellcheck disable=SC2034 # read through ${!r} in lsw(), whack()
+roots() {
+	root_a=$1
+	root_b=$2
+	shift 2
+	"$@"
+	local rc=$?
+
+	root_a=
+	root_b=
+	return $rc
+}
 
 # lsw_conf HOST ME PEER MODE ENABLE_TCP [MYNET PEERNET]
 lsw_conf() {
@@ -54,20 +90,22 @@ lsw_conf() {
 		done
 	} >"$d/ipsec.conf"
 	printf '%s %s : PSK "%s"\n' "$me" "$peer" "$PSK" >"$d/ipsec.secrets"
-	ipsec initnss --nssdir "$d/nss" >"$d/initnss.log" 2>&1
+	lsw "$h" ipsec initnss --nssdir "$d/nss" >"$d/initnss.log" 2>&1
 }
 
 lsw_start() {	# HOST NS
-	local d=$dir/$1 c
+	local d=$dir/$1 c r=root_$1
+	local root=${!r}
 
-	ip netns exec "$2" "$PLUTO" --config "$d/ipsec.conf" --nssdir "$d/nss" \
+	log "$1: $(lsw "$1" ipsec --version)"
+	ip netns exec "$2" ${root:+chroot "$root"} "$PLUTO" --config "$d/ipsec.conf" --nssdir "$d/nss" \
 		--rundir "$d/run" --secretsfile "$d/ipsec.secrets" \
 		--nofork --stderrlog 2>"$d/pluto.log" &
 	pids+=($!)
 	eval "pluto_$1=$!"
 	wait_for "$WAIT" [ -S "$d/run/pluto.ctl" ] || { log "$1: pluto did not start"; return 1; }
 	for c in t tcp-in tcp-out; do
-		timeout 60 ip netns exec "$2" ipsec addconn --config "$d/ipsec.conf" \
+		timeout 60 ip netns exec "$2" ${root:+chroot "$root"} ipsec addconn --config "$d/ipsec.conf" \
 			--ctlsocket "$d/run/pluto.ctl" "$c" >>"$d/addconn.log" 2>&1 ||
 			{ log "$1: addconn $c failed"; sed 's/^/# /' "$d/addconn.log"; return 1; }
 	done
@@ -78,10 +116,11 @@ lsw_start() {	# HOST NS
 }
 
 whack() {	# HOST NS ARGS...
-	local h=$1 ns=$2
+	local h=$1 ns=$2 r=root_$1
 
 	shift 2
-	timeout 120 ip netns exec "$ns" ipsec whack --rundir "$dir/$h/run" "$@"
+	timeout 120 ip netns exec "$ns" ${!r:+chroot "${!r}"} ipsec whack \
+		--rundir "$dir/$h/run" "$@"
 }
 
 spis() { ip -n "$1" xfrm state | sed -n 's/.*proto esp spi \(0x[0-9a-f]*\).*/\1/p'; }
@@ -184,7 +223,8 @@ lsw_case() {
 		tail -20 "$dir/a/pluto.log" | sed 's/^/# /'
 		return 1
 	}
-	whack a "$A" --showstates | grep -q '"t".*STATE_V2_ESTABLISHED_IKE_SA' ||
+	# 4.10 says STATE_V2_ESTABLISHED_IKE_SA, 5.x ESTABLISHED_IKE_SA.
+	whack a "$A" --showstates | grep -q '"t".*ESTABLISHED_IKE_SA' ||
 		{ log "no IKE SA in pluto's status"; return 1; }
 	grep -q 'established Child SA.*{ESPinTCP' "$dir/a/pluto.log" ||
 		{ log "child SA not ESPinTCP"; grep 'Child SA' "$dir/a/pluto.log" | sed 's/^/# /'; return 1; }
@@ -228,10 +268,24 @@ lsw_case() {
 [ -x "$PLUTO" ] && command -v tshark >/dev/null && [ -r "$LUA" ] && [ -x "$BULK" ] ||
 	{ echo "1..0 # SKIP libreswan, tshark, $LUA or espintcp_bulk missing"; exit 4; }
 
-cases=(
-	"lsw_case 4 transport yes|libreswan_ipv4_host_to_host_tcp"
-	"lsw_case 6 tunnel yes|libreswan_ipv6_subnet_to_subnet_tcp"
-	"lsw_case 4 tunnel fallback $B|libreswan_ipv4_subnet_to_subnet_fallback_udp_blocked"
-	"lsw_case 6 transport fallback $B|libreswan_ipv6_host_to_host_fallback_udp_blocked"
+local_cases=(
+	"lsw_case 4 transport yes|ipv4_host_to_host_tcp"
+	"lsw_case 6 tunnel yes|ipv6_subnet_to_subnet_tcp"
+	"lsw_case 4 tunnel fallback $B|ipv4_subnet_to_subnet_fallback_udp_blocked"
+	"lsw_case 6 transport fallback $B|ipv6_host_to_host_fallback_udp_blocked"
 )
+cases=("${local_cases[@]/|/|libreswan_}")
+if [ -x "$peer$PLUTO" ]; then
+	mine=$(ipsec --version | sed -n 's/^Libreswan \([0-9.]*\).*/\1/p')
+	theirs=$(chroot "$peer" ipsec --version | sed -n 's/^Libreswan \([0-9.]*\).*/\1/p')
+	log "interop: libreswan ${mine:-?} here, ${theirs:-?} in $peer"
+	# The peer's pluto reads and writes the scratch directory too.
+	mkdir -p "$peer$dir" && mount --bind "$dir" "$peer$dir" ||
+		{ echo "1..0 # SKIP cannot share $dir with $peer"; exit 4; }
+	trap 'cleanup; umount "$peer$dir"; rm -rf "$dir"' EXIT
+	for c in "${local_cases[@]}"; do
+		cases+=("roots '' $peer ${c%|*}|libreswan_${mine}_to_${theirs}_${c#*|}"
+			"roots $peer '' ${c%|*}|libreswan_${theirs}_to_${mine}_${c#*|}")
+	done
+fi
 run_cases "${cases[@]}"

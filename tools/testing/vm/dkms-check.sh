@@ -127,7 +127,21 @@ own_espintcp_skipped() {
 		rm -f "$fake/.config"
 		sed "s/^# CONFIG_INET_ESPINTCP is not set$/CONFIG_INET_ESPINTCP=m/" \
 			"$kb/.config" > "$fake/.config"
-		grep -qx CONFIG_INET_ESPINTCP=m "$fake/.config"' sh "$kver" "$fake" || return 1
+		grep -qx CONFIG_INET_ESPINTCP=m "$fake/.config" || exit 1
+		# dkms 3.2 (Debian 13) reads include/config/auto.conf first.
+		rm "$fake/include"
+		mkdir -p "$fake/include/config"
+		for f in "$kb"/include/*; do
+			[ "${f##*/}" = config ] ||
+				ln -s "$(readlink -f "$f")" "$fake/include/${f##*/}"
+		done
+		for f in "$kb"/include/config/*; do
+			ln -s "$(readlink -f "$f")" "$fake/include/config/${f##*/}"
+		done
+		rm -f "$fake/include/config/auto.conf"
+		{ grep -v "^CONFIG_INET_ESPINTCP=" "$kb/include/config/auto.conf"
+		  echo CONFIG_INET_ESPINTCP=m; } > "$fake/include/config/auto.conf"' \
+		sh "$kver" "$fake" || return 1
 	in_root scripts/dkms.sh add >/dev/null || return 1
 	out=$(in_root $isudo dkms build -m espintcp -v "$ver" -k "$own" \
 		--kernelsourcedir "$fake" 2>&1)

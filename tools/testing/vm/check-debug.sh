@@ -9,7 +9,7 @@
 # running when it came (guest-check.sh marks each step in the kernel log).
 # Ends with "N passed, N failed, N skipped" like make check.
 #
-# ESPINTCP_TEST_TIMEOUT   seconds per selftest program (default 7200)
+# ESPINTCP_TEST_TIMEOUT   seconds per selftest program (default 14400)
 # ESPINTCP_TIMEOUT_SCALE  factor on the harness's per-test timeouts (alarm(),
 #                         through tools/testing/vm/timeout-scale.c; default 5)
 # ESPINTCP_DEBUG_VM_TIMEOUT  seconds for the whole VM run (default 43200)
@@ -44,7 +44,7 @@ gcc -Wall -O2 -shared -fPIC -o "$shim" tools/testing/vm/timeout-scale.c -ldl
 trap - ERR
 
 # The guest's environment is empty: pass what the suite reads.
-env=("ESPINTCP_TEST_TIMEOUT=${ESPINTCP_TEST_TIMEOUT:-7200}" ESPINTCP_MARK_LEVEL=3
+env=("ESPINTCP_TEST_TIMEOUT=${ESPINTCP_TEST_TIMEOUT:-14400}" ESPINTCP_MARK_LEVEL=3
      "ESPINTCP_TIMEOUT_SCALE=${ESPINTCP_TIMEOUT_SCALE:-5}" "LD_PRELOAD=$top/$shim")
 while IFS='=' read -r name _; do
 	case $name in

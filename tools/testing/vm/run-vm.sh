@@ -214,12 +214,17 @@ printf 'run-vm: kernel %s, tcg thread=%s, %s, guest uptime at command start %ss,
 [ -f "$share/dmesg" ] && cp "$share/dmesg" "$out/dmesg"
 
 splat='(Oops|BUG:|WARNING:|KASAN|refcount_t|general protection|Kernel panic|Call Trace)'
-if [ "$qemu_rc" -eq 124 ] || [ "$qemu_rc" -eq 137 ]; then
-	echo "run-vm: guest timed out after ${timeout}s" >&2
-	exit 124
-fi
 logs=("$out/console.log")
 [ -f "$out/dmesg" ] && logs+=("$out/dmesg")
+if [ "$qemu_rc" -eq 124 ] || [ "$qemu_rc" -eq 137 ]; then
+	echo "run-vm: guest timed out after ${timeout}s" >&2
+	# A hung guest may have said why on the console.
+	if grep -aEq "$splat" "${logs[@]}"; then
+		echo "run-vm: the guest kernel crashed or warned before:" >&2
+		grep -ahE -A3 "$splat" "${logs[@]}" | head -40 >&2 || true
+	fi
+	exit 124
+fi
 if grep -aEq "$splat" "${logs[@]}"; then
 	echo "run-vm: guest kernel crashed or warned:" >&2
 	grep -ahE -A3 "$splat" "${logs[@]}" | head -40 >&2 || true

@@ -39,6 +39,7 @@ grep -q '^CONFIG_INET_ESPINTCP=' "/boot/config-$(uname -r)" 2>/dev/null &&
 	echo "  CONFIG_INET_ESPINTCP is not set: TCP encapsulation needs our modules"
 
 cd "$top" || exit 1
+[ -x "$st/espintcp_ike" ] || die "no IKE driver in $st: make selftests first"
 if [ -n "${ESPINTCP_AUTOLOAD:-}" ]; then
 	# Installed (DKMS): nothing is loaded by hand. The ULP comes with the
 	# first setsockopt(TCP_ULP), esp4 with the first ESP SA.

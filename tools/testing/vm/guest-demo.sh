@@ -21,8 +21,7 @@ show() {
 }
 die() { printf '\nDEMO FAILED: %s\n' "$*"; exit 1; }
 
-# A bound, not a timing: TCG next to other VMs, with modules loaded on
-# demand from a 9p root, once took over two minutes to start the responder.
+# A bound, not a timing: generous for TCG next to other VMs.
 wait_status() {	# FILE KEY VALUE, for up to five minutes
 	local i
 

@@ -23,6 +23,10 @@ files=(
 	tools/testing/selftests/kselftest.h
 	tools/testing/selftests/lib.mk
 )
+# One extraction at a time: the others wait for it, then use it.
+mkdir -p "$(dirname "$cache")"
+exec 9>"$cache.lock"
+flock 9
 if [ ! -f "$cache/.done" ] || [ "$tarball" -nt "$cache/.done" ]; then
 	rm -rf "$cache"
 	mkdir -p "$cache"

@@ -43,6 +43,12 @@ if [ -n "$root" ]; then
 	isudo=
 fi
 
+# DKMS's tree, dpkg's database and the installed package are the machine's
+# (or the other root's): one installation check at a time there, e.g. in
+# make check-kernels' lanes, until this script and its clean-up are done.
+exec 9>"$root/tmp/espintcp-dkms.lock"
+flock 9
+
 # Under the other root's /tmp: tmp here is itmp there.
 tmp=$(mktemp -d "$root/tmp/espintcp-dkms.XXXXXX")
 itmp=${tmp#"$root"}

@@ -40,7 +40,7 @@ file "$busybox" 2>/dev/null | grep -q 'statically linked' || [ -x /bin/busybox ]
 }
 
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+trap 'rm -rf "$work" ${tmp:+"$tmp"}' EXIT
 mkdir -p "$work"/{bin,dev,proc,sys,mnt,newroot,lib/modules}
 cp "$busybox" "$work/bin/busybox"
 for app in sh mount umount mkdir insmod cat echo chroot poweroff sleep dmesg; do
@@ -75,8 +75,11 @@ mkdir -p "$work/sbin"
 printf '#!/bin/sh\nexec /bin/chroot /newroot /sbin/modprobe "$@"\n' > "$work/sbin/modprobe"
 chmod +x "$work/sbin/modprobe"
 
+# Two runs for one kernel at once (make check-kernels' lanes next to make
+# check) each write their own file; the renames are atomic.
 mkdir -p "$cache"
-(cd "$work" && find . | cpio -o -H newc --quiet | gzip -1) > "$initrd.tmp"
-mv "$initrd.tmp" "$initrd"
-echo "$stamp" > "$cache/stamp"
+tmp=$(mktemp "$cache/initrd.XXXXXX")
+(cd "$work" && find . | cpio -o -H newc --quiet | gzip -1) > "$tmp"
+mv "$tmp" "$initrd"
+echo "$stamp" > "$tmp" && mv "$tmp" "$cache/stamp"
 echo "$initrd"

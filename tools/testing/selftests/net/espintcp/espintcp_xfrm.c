@@ -1149,6 +1149,7 @@ TEST_F(tcp, udp_non_ike_as_stock)
 #define BP_LEN		(64u << 20)	/* per transfer */
 #define BP_CHUNK	(64u << 10)
 #define BP_NETEM	"delay 10ms rate 20mbit"	/* on A's veth: A to B */
+#define BP_SQUEEZE	"delay 10ms rate 2mbit"		/* while IKE is probed */
 #define BP_BACKLOG	(64 << 10)	/* outer bytes queued before IKE goes */
 #define BP_FWD_BACKLOG	(16 << 10)	/* the same with a 64K send buffer */
 #define BP_IKE_MS	5000		/* "promptly", with TCG's slowness */
@@ -1219,18 +1220,20 @@ struct bp_probe {
 
 /*
  * Read and check @len pattern bytes and the end of stream from @fd. Once an
- * eighth has arrived and A's outer connection has @backlog bytes queued, A
- * sends one IKE message and the time until B can read it is measured, while
- * the transfer goes on.
+ * eighth has arrived, the outer path narrows to BP_SQUEEZE, slower than any
+ * sender, so that ESP backs up on every machine, however slow its kernel;
+ * when A's outer connection has @backlog bytes queued, A sends one IKE
+ * message and the time until B can read it is measured, then the path
+ * widens again while the transfer goes on.
  */
 static int stream_check(struct env *e, int fd, size_t len, uint32_t seed,
 			int backlog, struct bp_probe *pr)
 {
 	static const uint8_t msg[] = { 0, 0, 0, 0, 'b', 'p' };
 	uint8_t *buf = malloc(BP_CHUNK), ike[64];
+	bool eof = false, squeezed = false;
 	struct timespec t0;
 	size_t off = 0;
-	bool eof = false;
 	int ret = -1;
 
 	pr->ike_ms = -1;
@@ -1254,6 +1257,9 @@ static int stream_check(struct env *e, int fd, size_t len, uint32_t seed,
 			    memcmp(ike, msg, sizeof(msg)))
 				goto out;
 			pr->ike_ms = ms_since(&t0);
+			if (runf("tc qdisc change dev veth0 root netem %s",
+				 BP_NETEM))
+				goto out;
 		}
 		if (p[0].revents) {
 			n = read(fd, buf, BP_CHUNK);
@@ -1269,7 +1275,13 @@ static int stream_check(struct env *e, int fd, size_t len, uint32_t seed,
 			}
 			off += n;
 		}
-		if (pr->backlog < 0 && off >= len / 8 &&
+		if (!squeezed && off >= len / 8) {
+			if (runf("tc qdisc change dev veth0 root netem %s",
+				 BP_SQUEEZE))
+				goto out;
+			squeezed = true;
+		}
+		if (pr->backlog < 0 && squeezed &&
 		    outq(e->a_sk) >= backlog) {
 			pr->backlog = outq(e->a_sk);
 			clock_gettime(CLOCK_MONOTONIC, &t0);

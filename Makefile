@@ -37,6 +37,7 @@ clean:
 	$(MAKE) -C $(KDIR) M=$(PWD) clean
 	$(MAKE) -C $(SELFTESTS) KSFT_DIR=$(KSFT_DIR) OUTPUT=$(CURDIR)/$(SELFTESTS) clean
 	$(MAKE) -C $(KDIR) M=$(CURDIR)/$(SELFTESTS)/inject clean
+	rm -rf .bench-ref
 
 selftests: modules
 	$(MAKE) -C $(SELFTESTS) KSFT_DIR=$(KSFT_DIR) OUTPUT=$(CURDIR)/$(SELFTESTS)

@@ -1,9 +1,22 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# make bench: install what is missing, build, boot Debian's stock kernel in a
-# VM, load our modules and print throughput ratios measured in one run (see
-# tools/testing/selftests/net/espintcp/espintcp_bench.sh).
+# make bench: A/B measurements of ESP module sets on Debian's stock kernel,
+# in alternating VM boots, then one table of ratios with their spread:
+#
+#   ours      our espintcp, esp4, esp6
+#   stock     the booted kernel's own esp4, esp6 (plain ESP, ESP-in-UDP)
+#   upstream  upstream's espintcp.c, esp4.c, esp6.c from linux-source-6.1,
+#             built unmodified out of tree as *_ref.ko (scripts/bench-ref.sh):
+#             the yardstick for ESP-in-TCP, never shipped
+#
+# Each round boots the VM once per set (the order reversed every other
+# round) and runs espintcp_bench.sh there; each ratio is formed within a
+# round, so the host's slow and fast phases cancel, and the table shows the
+# median over rounds with the range. Absolute numbers mean nothing under
+# TCG. ESPINTCP_BENCH_ROUNDS (default 5), ESPINTCP_BENCH_SECS (per
+# measurement, default 5), ESPINTCP_BENCH_SETS (default "ours stock
+# upstream") change that.
 
 set -euo pipefail
 
@@ -15,9 +28,61 @@ why=$(scripts/kver.sh -v 2>&1 >/dev/null)
 KVER=$(scripts/kver.sh)
 export KVER
 echo "${0##*/}: $why"
+rounds=${ESPINTCP_BENCH_ROUNDS:-5}
+sets=${ESPINTCP_BENCH_SETS:-ours stock upstream}
 make -s modules
 make -s selftests
+
+# The yardstick's modules where the guest can read them: in this tree,
+# which it sees read-only at the same path (it cannot see the cache).
+ref=$top/.bench-ref
+rm -rf "$ref"
+trap 'rm -rf "$ref"' EXIT
+if [[ " $sets " == *" upstream "* ]]; then
+	if dir=$(scripts/bench-ref.sh "$KVER"); then
+		mkdir -p "$ref"
+		cp "$dir"/*_ref.ko "$ref/"
+	else
+		echo "bench: no upstream set on $KVER; its ratios are not measured"
+		sets=${sets//upstream/}
+	fi
+fi
+
+# The guest's command for a set: load it, then measure.
+load() {
+	local k='/lib/modules/$(uname -r)/kernel/net'
+
+	case $1 in
+	ours) echo 'insmod ./espintcp.ko && insmod ./esp4.ko && insmod ./esp6.ko' ;;
+	stock) echo "insmod $k/ipv4/esp4.ko* && insmod $k/ipv6/esp6.ko*" ;;
+	upstream) echo 'for m in espintcp esp4 esp6; do insmod .bench-ref/${m}_ref.ko || exit 1; done' ;;
+	esac
+}
+
 out=$(mktemp -d /tmp/espintcp-bench.XXXXXX)
-tools/testing/vm/run-vm.sh --timeout "${ESPINTCP_VM_TIMEOUT:-1800}" --out "$out" -- \
-	bash -c 'for m in espintcp esp4 esp6; do insmod ./$m.ko || exit 1; done
-		tools/testing/selftests/net/espintcp/espintcp_bench.sh'
+: >"$out/results"
+failed=0
+order=$sets
+for r in $(seq "$rounds"); do
+	for set in $order; do
+		echo "bench: round $r of $rounds: $set"
+		if tools/testing/vm/run-vm.sh --timeout "${ESPINTCP_VM_TIMEOUT:-1800}" \
+			--out "$out/$r-$set" -- bash -c "modprobe xfrm_algo && $(load "$set") &&
+			ESPINTCP_BENCH_SECS=${ESPINTCP_BENCH_SECS:-5} \
+			tools/testing/selftests/net/espintcp/espintcp_bench.sh $set" \
+			>"$out/$r-$set.log" 2>&1; then
+			:
+		else
+			failed=$((failed + 1))
+			echo "bench: round $r, $set failed:"
+			grep -a '^#\|^run-vm' "$out/$r-$set.log" | tail -20
+		fi
+		sed -n "s/^BENCH /$r $set /p" "$out/$r-$set.log" | tr -d '\r' >>"$out/results"
+	done
+	order=$(tr ' ' '\n' <<<"$order" | tac | xargs)
+done
+
+echo
+echo "bench: $KVER, $rounds rounds, sets: $sets; logs in $out"
+tools/testing/vm/bench-table.py "$out/results"
+[ "$failed" -eq 0 ] || { echo "bench: $failed boots failed"; exit 1; }

@@ -1,12 +1,25 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# make bench: TCP throughput (iperf3) between two namespaces over a veth,
-# without IPsec, through ESP-in-UDP and through ESP-in-TCP (our ULP and ESP
-# types, SAs set up by the IKE driver), IPv4 and IPv6 transport mode, one
-# after the other in one run. Absolute numbers mean nothing under TCG; the
-# ratios to the ESP-in-UDP run of the same family are the result. Not a
-# test: it fails only when a configuration cannot be set up.
+# make bench, inside one VM boot: measure one set of ESP modules, which the
+# caller has loaded:
+#
+#   espintcp_bench.sh ours|stock|upstream
+#
+#   ours      our espintcp, esp4, esp6: plain ESP, ESP-in-UDP, ESP-in-TCP
+#   stock     the booted kernel's esp4, esp6: plain ESP, ESP-in-UDP
+#   upstream  upstream's espintcp.c, esp4.c, esp6.c built out of tree
+#             (scripts/bench-ref.sh): ESP-in-TCP
+#
+# Between two namespaces over a veth, IPv4 and IPv6, transport mode,
+# AES-GCM-128 (plain ESP: static SAs; UDP and TCP: SAs from the IKE
+# driver): ping round trip (ms, mean), TCP bulk throughput (bit/s, iperf3),
+# 64-byte UDP packet rate (packets/s received, iperf3), and for the sets
+# with ESP-in-TCP, IKE message round trips per second over an espintcp
+# connection (espintcp_rr). Each result is a line "BENCH NAME VALUE", e.g.
+# "BENCH tcp4_bulk 81234567"; tools/testing/vm/bench.sh compares them
+# across sets and boots. Absolute numbers mean nothing under TCG. Not a
+# test: it fails only when a configuration cannot be set up or measured.
 #
 # ESPINTCP_BENCH_SECS sets the length of each measurement (default 5).
 
@@ -14,74 +27,144 @@ set -u
 cd "$(dirname "$0")" || exit 1
 
 IKE=$PWD/espintcp_ike
+RR=$PWD/espintcp_rr
 PSK=bench-psk-7d0e4b
 SECS=${ESPINTCP_BENCH_SECS:-5}
+PINGS=$((SECS * 40))	# -A: one at a time, as fast as they come back
 dir=$(mktemp -d /tmp/espintcp-bench.XXXXXX)
 
 source ./espintcp_lib.sh
 
+case ${1:-} in
+ours) paths="plain udp tcp" ;;
+stock) paths="plain udp" ;;
+upstream) paths="tcp" ;;
+*) echo "usage: $0 ours|stock|upstream" >&2; exit 1 ;;
+esac
+
 status_is() { grep -qx "$2=$3" "$dir/$1.status" 2>/dev/null; }
-listening() { ip netns exec "$B" ss -Htln 'sport = :5201' | grep -q .; }
+listening() { ip netns exec "$B" ss -Htln "sport = :$1" | grep -q .; }
+result() { echo "BENCH $1 $2"; }
 
-# measure FAMILY TRANSPORT: the receiver's bits per second into $dir/bps.
-# Not in a command substitution: that would wait for the background jobs.
-measure() {
-	local fam=$1 tr=$2 spid
+# Static transport-mode SAs and policies for a <-> b, both directions.
+plain_sas() {
+	local key=0x000102030405060708090a0b0c0d0e0f10111213 ns
 
-	addrs "$fam" transport direct
-	topo_direct >/dev/null || return 1
-	if [ "$tr" != none ]; then
-		ip netns exec "$B" "$IKE" --responder --local "$b" --peer "$a" \
-			--psk "$PSK" --status "$dir/r.status" 2>"$dir/r.log" &
-		pids+=($!)
-		wait_for "$WAIT" status_is r state listening || return 1
-		# UDP's default 3.5 s of retries is too short for the first
-		# SA of the VM under TCG (crypto instantiation and self-test).
-		ip netns exec "$A" "$IKE" --initiator --local "$a" --peer "$b" \
-			--psk "$PSK" --transport "$tr" --status "$dir/i.status" \
-			--udp-timeout 1000 --udp-tries 5 2>"$dir/i.log" &
-		pids+=($!)
-		wait_for "$WAIT" status_is i state established &&
-			wait_for "$WAIT" status_is r state established ||
-			{ log "$tr: not established"; return 1; }
-	fi
+	for ns in "$A" "$B"; do
+		ip -n "$ns" xfrm state add src "$a" dst "$b" proto esp spi 0x1001 \
+			mode transport replay-window 64 \
+			aead 'rfc4106(gcm(aes))' "$key" 128 || return 1
+		ip -n "$ns" xfrm state add src "$b" dst "$a" proto esp spi 0x1002 \
+			mode transport replay-window 64 \
+			aead 'rfc4106(gcm(aes))' "$key" 128 || return 1
+	done
+	ip -n "$A" xfrm policy add src "$a" dst "$b" dir out \
+		tmpl proto esp mode transport &&
+	ip -n "$A" xfrm policy add src "$b" dst "$a" dir in \
+		tmpl proto esp mode transport &&
+	ip -n "$B" xfrm policy add src "$b" dst "$a" dir out \
+		tmpl proto esp mode transport &&
+	ip -n "$B" xfrm policy add src "$a" dst "$b" dir in \
+		tmpl proto esp mode transport
+}
+
+# SAs from the IKE driver over TRANSPORT (udp or tcp).
+ike_sas() {
+	ip netns exec "$B" "$IKE" --responder --local "$b" --peer "$a" \
+		--psk "$PSK" --status "$dir/r.status" 2>"$dir/r.log" &
+	pids+=($!)
+	wait_for "$WAIT" status_is r state listening || return 1
+	# UDP's default 3.5 s of retries is too short for the first SA of the
+	# VM under TCG (crypto instantiation and self-test).
+	ip netns exec "$A" "$IKE" --initiator --local "$a" --peer "$b" \
+		--psk "$PSK" --transport "$1" --status "$dir/i.status" \
+		--udp-timeout 1000 --udp-tries 5 2>"$dir/i.log" &
+	pids+=($!)
+	wait_for "$WAIT" status_is i state established &&
+		wait_for "$WAIT" status_is r state established
+}
+
+# iperf3 ARGS...: one run against a fresh server in b; JSON in $dir/iperf.json.
+iperf() {
+	local spid
+
 	ip netns exec "$B" iperf3 -s -1 -B "$b" >/dev/null 2>&1 &
 	spid=$!
 	pids+=("$spid")
-	wait_for "$WAIT" listening || { log "iperf3 server did not start"; return 1; }
-	ip netns exec "$A" iperf3 -c "$b" -t "$SECS" -J >"$dir/iperf.json" ||
-		{ log "$tr: iperf3 failed"; return 1; }
+	wait_for "$WAIT" listening 5201 || { log "iperf3 server did not start"; return 1; }
+	ip netns exec "$A" iperf3 -c "$b" -t "$SECS" -J "$@" >"$dir/iperf.json" ||
+		{ log "iperf3 $*: failed"; return 1; }
 	wait_exit "$spid" >/dev/null
-	python3 -c 'import json, sys
-print(int(json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"]))' \
-		"$dir/iperf.json" >"$dir/bps"
+}
+
+# What the receiver got: bit/s, or packets/s of LEN-byte datagrams.
+received() {
+	python3 - "$dir/iperf.json" "${1:-0}" <<-'EOF'
+	import json, sys
+	end = json.load(open(sys.argv[1]))["end"]
+	s = end.get("sum_received") or end["sum"]
+	bps = s["bits_per_second"]
+	if int(sys.argv[2]):
+	    # UDP: the server's count of datagrams that arrived.
+	    if "packets" in s and s.get("seconds"):
+	        print(int((s["packets"] - s.get("lost_packets", 0)) / s["seconds"]))
+	    else:
+	        print(int(bps / 8 / int(sys.argv[2])))
+	else:
+	    print(int(bps))
+	EOF
+}
+
+# measure FAMILY PATH: ping, bulk and packet rate through PATH's SAs.
+measure() {
+	local fam=$1 path=$2 rtt v
+
+	addrs "$fam" transport direct
+	topo_direct >/dev/null || return 1
+	case $path in
+	plain) plain_sas || { log "plain: SAs refused"; return 1; } ;;
+	*) ike_sas "$path" || { log "$path: not established"; return 1; } ;;
+	esac
+	rtt=$(ip netns exec "$A" ping -q -A -c "$PINGS" -W 5 "$b" |
+		sed -n 's|^rtt [^=]*= [0-9.]*/\([0-9.]*\)/.*|\1|p')
+	[ -n "$rtt" ] || { log "$path: ping failed"; return 1; }
+	result "$path${fam}_rtt" "$rtt"
+	iperf && v=$(received) || return 1
+	result "$path${fam}_bulk" "$v"
+	iperf -u -b 0 -l 64 && v=$(received 64) || return 1
+	result "$path${fam}_pps" "$v"
+	[ "$(sa_packets "$B")" -gt 0 ] || { log "$path: no packet went through the SAs"; return 1; }
+}
+
+# IKE messages over an espintcp connection, no SA needed.
+rr() {
+	local fam=$1 spid
+
+	addrs "$fam" transport direct
+	topo_direct >/dev/null || return 1
+	ip netns exec "$B" "$RR" server "$b" 4501 >"$dir/rr" 2>"$dir/rr.log" &
+	spid=$!
+	pids+=("$spid")
+	wait_for "$WAIT" grep -q listening "$dir/rr" || return 1
+	ip netns exec "$A" "$RR" client "$b" 4501 "$SECS" >"$dir/rr.out" 2>>"$dir/rr.log" &&
+		wait_exit "$spid" || return 1
+	result "ike${fam}_rr" "$(cat "$dir/rr.out")"
 }
 
 command -v iperf3 >/dev/null || { echo "bench: iperf3 missing"; exit 1; }
 rc=0
-printf '%-6s %-26s %12s %10s\n' family path Mbit/s vs-UDP
 for fam in 4 6; do
-	declare -A bps=()
-	for tr in none udp tcp; do
-		if measure "$fam" "$tr"; then
-			bps[$tr]=$(cat "$dir/bps")
-		else
+	for path in $paths; do
+		if ! measure "$fam" "$path"; then
 			rc=1
-			bps[$tr]=0
+			log "$1: $path IPv$fam failed"
 			sed 's/^/# /' "$dir"/*.log 2>/dev/null
 		fi
 		cleanup
 	done
-	for tr in none udp tcp; do
-		case $tr in
-		none) name="no IPsec" ;;
-		udp) name="ESP-in-UDP (AES-GCM-128)" ;;
-		tcp) name="ESP-in-TCP (AES-GCM-128)" ;;
-		esac
-		awk -v f="IPv$fam" -v n="$name" -v x="${bps[$tr]}" -v u="${bps[udp]}" \
-			'BEGIN { printf "%-6s %-26s %12.1f %10s\n", f, n, x / 1e6,
-				 (u > 0 ? sprintf("%.2f", x / u) : "-") }'
-	done
-	unset bps
+	if [ "$1" != stock ]; then
+		rr "$fam" || { rc=1; log "$1: IKE round trips IPv$fam failed"; sed 's/^/# /' "$dir/rr.log"; }
+		cleanup
+	fi
 done
 exit $rc

@@ -15,6 +15,16 @@
 #include <net/net_namespace.h>
 #include <net/tcp.h>
 
+/*
+ * Without netfilter, XFRM's transport-mode input returns the inner protocol
+ * for its caller to resubmit (xfrm4_transport_finish()) instead of queueing
+ * the packet on; espintcp_rx.c relies on the latter. Debian's kernels all
+ * have it.
+ */
+#if !IS_ENABLED(CONFIG_NETFILTER)
+#error "espintcp needs a kernel with CONFIG_NETFILTER"
+#endif
+
 static inline struct inet_hashinfo *espintcp_tcp_hashinfo(struct net *net)
 {
 #ifdef ESPINTCP_HAVE_NETNS_EHASH

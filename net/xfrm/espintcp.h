@@ -59,7 +59,7 @@ struct espintcp_stats {
 	u64	esp_tx;		/* ESP messages fully written to TCP */
 	u64	keepalive_rx;	/* NAT keepalives dropped (RFC 9329 3) */
 	u64	ike_rx_drops;	/* receive queue full (SO_RCVBUF) or no memory */
-	u64	esp_rx_drops;	/* no memory or XFRM backlog full */
+	u64	esp_rx_drops;	/* no memory for the private copy */
 	u64	bad_rx;		/* too short for a marker or an SPI */
 	u64	esp_tx_drops;	/* ESP queue full, or dropped at close */
 	u64	tx_work;	/* runs of the tx work */
@@ -138,7 +138,6 @@ int espintcp_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
 		     int flags, int *addr_len);
 __poll_t espintcp_poll(struct file *file, struct socket *sock,
 		       poll_table *wait);
-void espintcp_rx_wait_idle(void);
 
 /* espintcp_tx.c */
 void espintcp_tx_init(struct espintcp_ctx *ctx);

@@ -5,10 +5,9 @@
  * message per call), ESP messages go to XFRM, keepalives are dropped.
  */
 
-#include <linux/atomic.h>
 #include <linux/ip.h>
 #include <linux/ipv6.h>
-#include <linux/wait_bit.h>
+#include <net/espintcp_compat.h>
 #include <net/inet_common.h>
 #include <net/ip.h>
 #include <net/ipv6.h>
@@ -17,9 +16,6 @@
 #include <net/xfrm.h>
 
 #include "espintcp.h"
-
-/* ESP messages queued to XFRM and not yet delivered; see espintcp_rx_wait_idle(). */
-static atomic_t espintcp_rx_inflight = ATOMIC_INIT(0);
 
 static int espintcp_parse(struct strparser *strp, struct sk_buff *skb)
 {
@@ -84,22 +80,6 @@ static void espintcp_queue_ike(struct espintcp_ctx *ctx, struct sk_buff *skb,
 	espintcp_wake_readers(ctx);
 }
 
-static int espintcp_esp_finish(struct net *net, struct sock *sk,
-			       struct sk_buff *skb)
-{
-	rcu_read_lock();
-	if (skb->protocol == htons(ETH_P_IPV6))
-		ipv6_stub->xfrm6_rcv_encap(skb, IPPROTO_ESP, 0,
-					   TCP_ENCAP_ESPINTCP);
-	else
-		xfrm4_rcv_encap(skb, IPPROTO_ESP, 0, TCP_ENCAP_ESPINTCP);
-	rcu_read_unlock();
-
-	if (atomic_dec_and_test(&espintcp_rx_inflight))
-		wake_up_var(&espintcp_rx_inflight);
-	return 0;
-}
-
 static bool espintcp_sk_is_v6(const struct sock *sk)
 {
 #if IS_ENABLED(CONFIG_IPV6)
@@ -138,7 +118,8 @@ static void espintcp_build_l2(struct sk_buff *nskb, struct net_device *dev)
  * that decryption in place can never touch pages shared with the page cache
  * or another skb, with headers describing the connection. Called under
  * rcu_read_lock() with BH disabled; the skb holds a reference on its route,
- * which outlives this RCU section in the XFRM transport queue.
+ * which outlives this RCU section in asynchronous crypto and in XFRM's
+ * transport queue.
  */
 static struct sk_buff *espintcp_build_esp(struct espintcp_ctx *ctx,
 					  struct sk_buff *skb,
@@ -233,38 +214,39 @@ static struct sk_buff *espintcp_build_esp(struct espintcp_ctx *ctx,
 static void espintcp_deliver_esp(struct espintcp_ctx *ctx, struct sk_buff *skb,
 				 unsigned int off, unsigned int len)
 {
-	struct net *net = sock_net(ctx->sk);
 	struct sk_buff *nskb;
-	int err = -ENOMEM;
 
 	/* strparser runs us in softirq, or from its work item in process
-	 * context for what waited in the backlog of an owned socket. The
-	 * ingress device and the socket's route are RCU-protected, and the
-	 * XFRM transport queue is per CPU and drained in softirq.
+	 * context for what waited in the backlog of an owned socket: XFRM
+	 * input wants BH disabled, and the ingress device and the socket's
+	 * route are RCU-protected.
+	 *
+	 * XFRM decrypts here, or later from its crypto completion, and never
+	 * delivers the inner packet under the socket lock we hold: transport
+	 * mode hands it over through XFRM's per-CPU transport queue
+	 * (xfrm_trans_queue(), with netfilter, see espintcp_compat.h),
+	 * tunnel mode through the GRO cells. So no hop of our own, and
+	 * nothing of this module is left to run once we return.
 	 */
 	local_bh_disable();
 	rcu_read_lock();
 	nskb = espintcp_build_esp(ctx, skb, off, len);
 	if (nskb) {
-		/* XFRM may deliver the decrypted packet synchronously,
-		 * possibly to this very socket whose lock we hold: hand it
-		 * over from a clean softirq context instead.
-		 */
-		atomic_inc(&espintcp_rx_inflight);
-		err = xfrm_trans_queue_net(net, nskb, espintcp_esp_finish);
-		if (err) {
-			atomic_dec(&espintcp_rx_inflight);
-			kfree_skb(nskb);
-		}
+		if (nskb->protocol == htons(ETH_P_IPV6))
+			ipv6_stub->xfrm6_rcv_encap(nskb, IPPROTO_ESP, 0,
+						   TCP_ENCAP_ESPINTCP);
+		else
+			xfrm4_rcv_encap(nskb, IPPROTO_ESP, 0,
+					TCP_ENCAP_ESPINTCP);
 	}
 	rcu_read_unlock();
 	local_bh_enable();
-	if (!err) {
+	if (nskb) {
 		ESPINTCP_INC(ctx, esp_rx);
 		return;
 	}
 	ESPINTCP_INC(ctx, esp_rx_drops);
-	XFRM_INC_STATS(net, LINUX_MIB_XFRMINERROR);
+	XFRM_INC_STATS(sock_net(ctx->sk), LINUX_MIB_XFRMINERROR);
 }
 
 /* One whole message; runs under the socket lock (owner or BH). */
@@ -362,14 +344,6 @@ void espintcp_rx_stop(struct espintcp_ctx *ctx)
 	ctx->ike_rxq_mem = 0;
 	spin_unlock_bh(&ctx->ike_rxq.lock);
 	skb_queue_purge(&ctx->ike_rxq);
-}
-
-void espintcp_rx_wait_idle(void)
-{
-	wait_var_event(&espintcp_rx_inflight,
-		       !atomic_read(&espintcp_rx_inflight));
-	/* Let the last espintcp_esp_finish() return from our text. */
-	synchronize_rcu();
 }
 
 /* strparser reads the TCP queue again only once it holds all that the

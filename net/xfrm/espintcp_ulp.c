@@ -416,8 +416,7 @@ static int __init espintcp_module_init(void)
 static void __exit espintcp_module_exit(void)
 {
 	tcp_unregister_ulp(&espintcp_ulp);
-	/* No socket uses us any more; wait for ESP still on its way to XFRM. */
-	espintcp_rx_wait_idle();
+	/* Contexts are freed after a grace period. */
 	rcu_barrier();
 }
 

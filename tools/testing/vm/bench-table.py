@@ -28,6 +28,18 @@ GOALS = [
     ("ESP-in-UDP ping RTT, ours / stock", "udp{}_rtt", "ours", "stock", None),
 ]
 
+# Before and after a change (ESPINTCP_BENCH_BASE): every measurement.
+BASE = [
+    ("ESP-in-TCP ping RTT, ours / base", "tcp{}_rtt"),
+    ("ESP-in-TCP bulk, ours / base", "tcp{}_bulk"),
+    ("ESP-in-TCP 64-byte packets/s, ours / base", "tcp{}_pps"),
+    ("IKE round trips/s, ours / base", "ike{}_rr"),
+    ("ESP-in-UDP bulk, ours / base", "udp{}_bulk"),
+    ("ESP-in-UDP packets/s, ours / base", "udp{}_pps"),
+    ("plain ESP bulk, ours / base", "plain{}_bulk"),
+    ("plain ESP packets/s, ours / base", "plain{}_pps"),
+]
+
 
 def main():
     """Print the tables for the results file named on the command line."""
@@ -54,7 +66,10 @@ def main():
     print("%-48s %-4s %6s %13s  %-7s %s" %
           ("ratio (median of rounds)", "IP", "ratio", "range", "goal", ""))
     formed = held = goals = 0
-    for what, meas, kind, ref, goal in GOALS:
+    rows = list(GOALS)
+    if any(k == "base" for _, k in runs):
+        rows += [(what, meas, "ours", "base", None) for what, meas in BASE]
+    for what, meas, kind, ref, goal in rows:
         for fam in (4, 6):
             if isinstance(meas, tuple):
                 num, den = meas[0].format(fam), meas[1].format(fam)

@@ -9,6 +9,8 @@
 #   upstream  upstream's espintcp.c, esp4.c, esp6.c from linux-source-6.1,
 #             built unmodified out of tree as *_ref.ko (scripts/bench-ref.sh):
 #             the yardstick for ESP-in-TCP, never shipped
+#   base      ours at git revision ESPINTCP_BENCH_BASE, when that is set: the
+#             before of a change, measured in the same run as the after
 #
 # Each round boots the VM once per set (the order reversed every other
 # round) and runs espintcp_bench.sh there; each ratio is formed within a
@@ -30,6 +32,8 @@ export KVER
 echo "${0##*/}: $why"
 rounds=${ESPINTCP_BENCH_ROUNDS:-5}
 sets=${ESPINTCP_BENCH_SETS:-ours stock upstream}
+base=${ESPINTCP_BENCH_BASE:-}
+[ -z "$base" ] || [[ " $sets " == *" base "* ]] || sets="$sets base"
 make -s modules
 make -s selftests
 
@@ -37,7 +41,16 @@ make -s selftests
 # which it sees read-only at the same path (it cannot see the cache).
 ref=$top/.bench-ref
 rm -rf "$ref"
-trap 'rm -rf "$ref"' EXIT
+trap 'rm -rf "$ref" "${basetree:-}"' EXIT
+if [[ " $sets " == *" base "* ]]; then
+	rev=$(git rev-parse --short "${base:?set ESPINTCP_BENCH_BASE to a revision for the base set}")
+	basetree=$(mktemp -d /tmp/espintcp-bench-base.XXXXXX)
+	git archive "$rev" | tar -x -C "$basetree"
+	make -s -C "$basetree" KVER="$KVER" modules >/dev/null
+	mkdir -p "$ref/base"
+	cp "$basetree"/*.ko "$ref/base/"
+	echo "bench: base is $rev"
+fi
 if [[ " $sets " == *" upstream "* ]]; then
 	if dir=$(scripts/bench-ref.sh "$KVER"); then
 		mkdir -p "$ref"
@@ -54,6 +67,7 @@ load() {
 
 	case $1 in
 	ours) echo 'insmod ./espintcp.ko && insmod ./esp4.ko && insmod ./esp6.ko' ;;
+	base) echo 'for m in espintcp esp4 esp6; do insmod .bench-ref/base/$m.ko || exit 1; done' ;;
 	stock) echo "insmod $k/ipv4/esp4.ko* && insmod $k/ipv6/esp6.ko*" ;;
 	upstream) echo 'for m in espintcp esp4 esp6; do insmod .bench-ref/${m}_ref.ko || exit 1; done' ;;
 	esac

@@ -4,10 +4,11 @@
 # make bench, inside one VM boot: measure one set of ESP modules, which the
 # caller has loaded:
 #
-#   espintcp_bench.sh ours|stock|upstream
+#   espintcp_bench.sh ours|base|stock|upstream
 #
 #   ours      our espintcp, esp4, esp6: plain ESP, ESP-in-UDP, ESP-in-TCP
 #   stock     the booted kernel's esp4, esp6: plain ESP, ESP-in-UDP
+#   base      ours at an earlier revision (before and after a change)
 #   upstream  upstream's espintcp.c, esp4.c, esp6.c built out of tree
 #             (scripts/bench-ref.sh): ESP-in-TCP
 #
@@ -36,10 +37,10 @@ dir=$(mktemp -d /tmp/espintcp-bench.XXXXXX)
 source ./espintcp_lib.sh
 
 case ${1:-} in
-ours) paths="plain udp tcp" ;;
+ours|base) paths="plain udp tcp" ;;
 stock) paths="plain udp" ;;
 upstream) paths="tcp" ;;
-*) echo "usage: $0 ours|stock|upstream" >&2; exit 1 ;;
+*) echo "usage: $0 ours|base|stock|upstream" >&2; exit 1 ;;
 esac
 
 status_is() { grep -qx "$2=$3" "$dir/$1.status" 2>/dev/null; }

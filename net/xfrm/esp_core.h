@@ -43,6 +43,8 @@ int esp_req_sg(struct esp_req *r, struct xfrm_state *x, struct sk_buff *skb,
 unsigned int esp_encap_hdrlen(const struct xfrm_encap_tmpl *encap, bool rx);
 
 /* TCP encapsulation (net/xfrm/esp_tcp.c). */
+int esp_tcp_init(void);
+void esp_tcp_exit(void);
 int esp_tcp_init_state(struct xfrm_state *x);
 void esp_tcp_destroy_state(struct xfrm_state *x);
 void esp_tcp_output(struct xfrm_state *x, struct sk_buff *skb);

@@ -14,10 +14,11 @@
  * re-allocates with room for a pointer to it; the core copies and frees
  * x->encap as a plain struct xfrm_encap_tmpl, which stays at offset 0. The
  * core frees x->encap before calling the type's destructor, so the caches are
- * also kept in a table keyed by SA, used only at set-up and destruction.
+ * also kept in a table keyed by SA (resizable: constant time however many
+ * SAs), used only at set-up and destruction.
  */
 
-#include <linux/hashtable.h>
+#include <linux/rhashtable.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <net/espintcp.h>
@@ -28,8 +29,8 @@
 #include "esp_core.h"
 
 struct esp_tcp_cache {
-	struct hlist_node node;		/* in esp_tcp_caches */
-	const struct xfrm_state *x;
+	struct rhash_head node;		/* in esp_tcp_caches */
+	const struct xfrm_state *x;	/* the key */
 	spinlock_t lock;		/* protects the fields below */
 	struct espintcp_ctx *ctx;	/* referenced, or NULL */
 	__be16 sport;			/* the SA's ports ctx was found for */
@@ -41,13 +42,31 @@ struct esp_tcp_encap {
 	struct esp_tcp_cache *cache;
 };
 
-static DEFINE_HASHTABLE(esp_tcp_caches, 6);
-static DEFINE_SPINLOCK(esp_tcp_caches_lock);
+static const struct rhashtable_params esp_tcp_params = {
+	.head_offset		= offsetof(struct esp_tcp_cache, node),
+	.key_offset		= offsetof(struct esp_tcp_cache, x),
+	.key_len		= sizeof(const struct xfrm_state *),
+	.automatic_shrinking	= true,
+};
+
+static struct rhashtable esp_tcp_caches;
+
+int esp_tcp_init(void)
+{
+	return rhashtable_init(&esp_tcp_caches, &esp_tcp_params);
+}
+
+/* Every SA of ours is gone: esp4 and esp6 hold this module. */
+void esp_tcp_exit(void)
+{
+	rhashtable_destroy(&esp_tcp_caches);
+}
 
 int esp_tcp_init_state(struct xfrm_state *x)
 {
 	struct esp_tcp_encap *e;
 	struct esp_tcp_cache *c;
+	int err;
 
 	e = kzalloc(sizeof(*e), GFP_KERNEL);
 	c = kzalloc(sizeof(*c), GFP_KERNEL);
@@ -58,16 +77,18 @@ int esp_tcp_init_state(struct xfrm_state *x)
 	}
 	spin_lock_init(&c->lock);
 	c->x = x;
+	err = rhashtable_insert_fast(&esp_tcp_caches, &c->node, esp_tcp_params);
+	if (err) {
+		kfree(e);
+		kfree(c);
+		return err;
+	}
 	e->tmpl = *x->encap;
 	e->cache = c;
 
 	/* x is not visible to anyone else yet. */
 	kfree(x->encap);
 	x->encap = &e->tmpl;
-
-	spin_lock_bh(&esp_tcp_caches_lock);
-	hash_add(esp_tcp_caches, &c->node, (unsigned long)x);
-	spin_unlock_bh(&esp_tcp_caches_lock);
 	return 0;
 }
 
@@ -75,16 +96,10 @@ void esp_tcp_destroy_state(struct xfrm_state *x)
 {
 	struct esp_tcp_cache *c;
 
-	spin_lock_bh(&esp_tcp_caches_lock);
-	hash_for_each_possible(esp_tcp_caches, c, node, (unsigned long)x) {
-		if (c->x == x) {
-			hash_del(&c->node);
-			break;
-		}
-	}
-	spin_unlock_bh(&esp_tcp_caches_lock);
+	c = rhashtable_lookup_fast(&esp_tcp_caches, &x, esp_tcp_params);
 	if (!c)
 		return;
+	rhashtable_remove_fast(&esp_tcp_caches, &c->node, esp_tcp_params);
 	if (c->ctx)
 		espintcp_ctx_put(c->ctx);
 	kfree(c);

@@ -19,6 +19,7 @@
 #include <net/transp_v6.h>
 #include <uapi/linux/espintcp.h>
 
+#include "esp_core.h"
 #include "espintcp.h"
 
 enum { ESPINTCP_V4, ESPINTCP_V6, ESPINTCP_NFAMILIES };
@@ -403,19 +404,25 @@ static int __init espintcp_module_init(void)
 #if IS_ENABLED(CONFIG_IPV6)
 	espintcp_build_prot(&espintcp_prot[ESPINTCP_V6], &tcpv6_prot);
 #endif
+	err = esp_tcp_init();
+	if (err)
+		return err;
 	/* A kernel built with CONFIG_INET_ESPINTCP has its own "espintcp":
 	 * that one stays, and so must its ESP types.
 	 */
 	err = tcp_register_ulp(&espintcp_ulp);
-	if (err)
+	if (err) {
 		pr_err("the kernel already has a TCP ULP \"espintcp\" (CONFIG_INET_ESPINTCP?), not loading: %d\n",
 		       err);
+		esp_tcp_exit();
+	}
 	return err;
 }
 
 static void __exit espintcp_module_exit(void)
 {
 	tcp_unregister_ulp(&espintcp_ulp);
+	esp_tcp_exit();
 	/* Contexts are freed after a grace period. */
 	rcu_barrier();
 }

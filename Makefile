@@ -9,6 +9,8 @@
 #   make check-debug  the same on Debian's 6.1 built with KASAN, kmemleak,
 #                     lockdep, UBSAN (built once, cached; see README)
 #   make fuzz         install missing packages, build, run the fuzzer for long in a VM
+#   make bench        A/B ratios against stock esp4/esp6 and upstream (see README)
+#   make scale        10,000 espintcp connections with their SAs in a VM
 #   make lint         checkpatch.pl --strict and sparse over our C files
 #   make dkms-install install with DKMS (root; DKMS_KVER=... for one kernel)
 #   make dkms-remove  remove the DKMS installation again
@@ -65,9 +67,13 @@ demo:
 fuzz:
 	tools/testing/vm/fuzz.sh
 
-# Throughput ratios (ESP-in-TCP against ESP-in-UDP and no IPsec), one run.
+# A/B ratios of our modules against stock esp4/esp6 and upstream, one run.
 bench:
 	tools/testing/vm/bench.sh
+
+# 10,000 espintcp connections with an SA pair each, in one VM.
+scale:
+	tools/testing/vm/scale.sh
 
 # Install for real: DKMS from this tree, or the espintcp-dkms package.
 dkms-install:
@@ -82,4 +88,4 @@ deb:
 lint:
 	scripts/lint.sh
 
-.PHONY: all modules clean selftests check check-kernels check-debug demo fuzz bench lint dkms-install dkms-remove deb
+.PHONY: all modules clean selftests check check-kernels check-debug demo fuzz bench scale lint dkms-install dkms-remove deb

@@ -75,11 +75,12 @@ ike_sas() {
 		--psk "$PSK" --status "$dir/r.status" 2>"$dir/r.log" &
 	pids+=($!)
 	wait_for "$WAIT" status_is r state listening || return 1
-	# UDP's default 3.5 s of retries is too short for the first SA of the
-	# VM under TCG (crypto instantiation and self-test).
+	# The defaults (3.5 s of UDP retries, 10 s for a TCP response) are too
+	# short for the first SA of the VM under TCG (crypto instantiation and
+	# self-test): bounds, not a pace.
 	ip netns exec "$A" "$IKE" --initiator --local "$a" --peer "$b" \
 		--psk "$PSK" --transport "$1" --status "$dir/i.status" \
-		--udp-timeout 1000 --udp-tries 5 2>"$dir/i.log" &
+		--udp-timeout 1000 --udp-tries 5 --timeout 60000 2>"$dir/i.log" &
 	pids+=($!)
 	wait_for "$WAIT" status_is i state established &&
 		wait_for "$WAIT" status_is r state established

@@ -9,29 +9,9 @@
  * The receiver prints "listening" once it accepts connections.
  */
 
-#include <arpa/inet.h>
 #include <stdlib.h>
 
 #include "espintcp_lib.h"
-
-static socklen_t addr(const char *a, int port, struct sockaddr_storage *ss)
-{
-	struct sockaddr_in *a4 = (void *)ss;
-	struct sockaddr_in6 *a6 = (void *)ss;
-
-	memset(ss, 0, sizeof(*ss));
-	if (inet_pton(AF_INET, a, &a4->sin_addr) == 1) {
-		a4->sin_family = AF_INET;
-		a4->sin_port = htons(port);
-		return sizeof(*a4);
-	}
-	if (inet_pton(AF_INET6, a, &a6->sin6_addr) == 1) {
-		a6->sin6_family = AF_INET6;
-		a6->sin6_port = htons(port);
-		return sizeof(*a6);
-	}
-	return 0;
-}
 
 int main(int argc, char **argv)
 {
@@ -41,7 +21,7 @@ int main(int argc, char **argv)
 	uint8_t *buf;
 	int fd, c, one = 1;
 
-	len = argc == 5 ? addr(argv[2], atoi(argv[3]), &ss) : 0;
+	len = argc == 5 ? parse_addr(argv[2], atoi(argv[3]), &ss) : 0;
 	if (!len) {
 		fprintf(stderr, "usage: %s recv|send ADDR PORT LEN\n", argv[0]);
 		return 1;

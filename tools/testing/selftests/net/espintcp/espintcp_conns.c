@@ -14,30 +14,10 @@
  * failure is fatal: exit status 1 with the reason on standard error.
  */
 
-#include <arpa/inet.h>
 #include <stdbool.h>
 #include <sys/resource.h>
 
 #include "espintcp_lib.h"
-
-static socklen_t addr(const char *a, int port, struct sockaddr_storage *ss)
-{
-	struct sockaddr_in *a4 = (void *)ss;
-	struct sockaddr_in6 *a6 = (void *)ss;
-
-	memset(ss, 0, sizeof(*ss));
-	if (inet_pton(AF_INET, a, &a4->sin_addr) == 1) {
-		a4->sin_family = AF_INET;
-		a4->sin_port = htons(port);
-		return sizeof(*a4);
-	}
-	if (inet_pton(AF_INET6, a, &a6->sin6_addr) == 1) {
-		a6->sin6_family = AF_INET6;
-		a6->sin6_port = htons(port);
-		return sizeof(*a6);
-	}
-	return 0;
-}
 
 static int local_port(int fd)
 {
@@ -83,7 +63,7 @@ int main(int argc, char **argv)
 
 	srv = argc == 5 && !strcmp(argv[1], "server");
 	if (srv || (argc == 5 && !strcmp(argv[1], "client"))) {
-		len = addr(argv[2], atoi(argv[3]), &ss);
+		len = parse_addr(argv[2], atoi(argv[3]), &ss);
 		n = atoi(argv[4]);
 	}
 	if (!len || n <= 0) {

@@ -6,6 +6,7 @@
 #ifndef _ESPINTCP_LIB_H
 #define _ESPINTCP_LIB_H
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdint.h>
@@ -41,6 +42,29 @@ static const char ulp_name[] = "espintcp";
 	ASSERT_EQ(0, __rc) TH_LOG("setup: %s: %s", #expr,		\
 				  strerror(__err));			\
 } while (0)
+
+/* ADDR (IPv4 or IPv6) and PORT into @ss; returns its length, 0 if ADDR is
+ * neither.
+ */
+static inline socklen_t parse_addr(const char *a, int port,
+				   struct sockaddr_storage *ss)
+{
+	struct sockaddr_in *a4 = (void *)ss;
+	struct sockaddr_in6 *a6 = (void *)ss;
+
+	memset(ss, 0, sizeof(*ss));
+	if (inet_pton(AF_INET, a, &a4->sin_addr) == 1) {
+		a4->sin_family = AF_INET;
+		a4->sin_port = htons(port);
+		return sizeof(*a4);
+	}
+	if (inet_pton(AF_INET6, a, &a6->sin6_addr) == 1) {
+		a6->sin6_family = AF_INET6;
+		a6->sin6_port = htons(port);
+		return sizeof(*a6);
+	}
+	return 0;
+}
 
 static inline int attach(int fd)
 {

@@ -18,32 +18,12 @@
  * one.
  */
 
-#include <arpa/inet.h>
 #include <stdbool.h>
 #include <time.h>
 
 #include "espintcp_lib.h"
 
 #define RR_LEN	64	/* non-ESP marker and 60 bytes */
-
-static socklen_t addr(const char *a, int port, struct sockaddr_storage *ss)
-{
-	struct sockaddr_in *a4 = (void *)ss;
-	struct sockaddr_in6 *a6 = (void *)ss;
-
-	memset(ss, 0, sizeof(*ss));
-	if (inet_pton(AF_INET, a, &a4->sin_addr) == 1) {
-		a4->sin_family = AF_INET;
-		a4->sin_port = htons(port);
-		return sizeof(*a4);
-	}
-	if (inet_pton(AF_INET6, a, &a6->sin6_addr) == 1) {
-		a6->sin6_family = AF_INET6;
-		a6->sin6_port = htons(port);
-		return sizeof(*a6);
-	}
-	return 0;
-}
 
 static double now(void)
 {
@@ -124,7 +104,7 @@ int main(int argc, char **argv)
 
 	srv = argc == 4 && !strcmp(argv[1], "server");
 	if (srv || (argc == 5 && !strcmp(argv[1], "client")))
-		len = addr(argv[2], atoi(argv[3]), &ss);
+		len = parse_addr(argv[2], atoi(argv[3]), &ss);
 	if (!len) {
 		fprintf(stderr, "usage: %s server ADDR PORT | client ADDR PORT SECS\n",
 			argv[0]);

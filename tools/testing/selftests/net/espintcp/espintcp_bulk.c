@@ -19,7 +19,7 @@ int main(int argc, char **argv)
 	socklen_t len;
 	size_t n;
 	uint8_t *buf;
-	int fd, c, one = 1;
+	int fd, c;
 
 	len = argc == 5 ? parse_addr(argv[2], atoi(argv[3]), &ss) : 0;
 	if (!len) {
@@ -41,13 +41,8 @@ int main(int argc, char **argv)
 		return 0;
 	}
 
-	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
-	    bind(fd, (void *)&ss, len) || listen(fd, 1)) {
-		perror("listen");
+	if (listen_announce(fd, &ss, len, 1))
 		return 1;
-	}
-	printf("listening\n");
-	fflush(stdout);
 	c = accept(fd, NULL, NULL);
 	if (c < 0 || read_all(c, buf, n) || check_fill(buf, n, 3) ||
 	    read(c, buf, 1) != 0) {

@@ -57,7 +57,7 @@ int main(int argc, char **argv)
 	struct sockaddr_storage ss;
 	struct rlimit rl;
 	socklen_t len = 0;
-	int lfd = -1, one = 1, n = 0, i, *fds;
+	int lfd = -1, n = 0, i, *fds;
 	char line[16];
 	bool srv;
 
@@ -80,14 +80,8 @@ int main(int argc, char **argv)
 
 	if (srv) {
 		lfd = socket(ss.ss_family, SOCK_STREAM, 0);
-		if (lfd < 0 ||
-		    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
-		    bind(lfd, (void *)&ss, len) || listen(lfd, 4096)) {
-			perror("listen");
+		if (lfd < 0 || listen_announce(lfd, &ss, len, 4096))
 			return 1;
-		}
-		printf("listening\n");
-		fflush(stdout);
 	}
 	for (i = 0; i < n; i++) {
 		fds[i] = open_one(srv, lfd, &ss, len);

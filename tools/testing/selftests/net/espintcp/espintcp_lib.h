@@ -66,6 +66,22 @@ static inline socklen_t parse_addr(const char *a, int port,
 	return 0;
 }
 
+/* Listen on @ss and say so ("listening" on stdout, for scripts to poll). */
+static inline int listen_announce(int fd, const struct sockaddr_storage *ss,
+				  socklen_t len, int backlog)
+{
+	int one = 1;
+
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+	    bind(fd, (const void *)ss, len) || listen(fd, backlog)) {
+		perror("listen");
+		return -1;
+	}
+	printf("listening\n");
+	fflush(stdout);
+	return 0;
+}
+
 static inline int attach(int fd)
 {
 	return setsockopt(fd, IPPROTO_TCP, TCP_ULP, ulp_name, sizeof(ulp_name));

@@ -99,7 +99,7 @@ int main(int argc, char **argv)
 {
 	struct sockaddr_storage ss;
 	socklen_t len = 0;
-	int fd, one = 1;
+	int fd;
 	bool srv;
 
 	srv = argc == 4 && !strcmp(argv[1], "server");
@@ -118,12 +118,7 @@ int main(int argc, char **argv)
 	if (!srv)
 		return rr(fd, &ss, len, atof(argv[4]));
 
-	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
-	    bind(fd, (void *)&ss, len) || listen(fd, 1)) {
-		perror("listen");
+	if (listen_announce(fd, &ss, len, 1))
 		return 1;
-	}
-	printf("listening\n");
-	fflush(stdout);
 	return serve(fd);
 }

@@ -135,12 +135,25 @@ policies() {
 		grep -vE '^src ::/0 dst ::/0 proto ipv6-icmp type 13[56] *$'
 }
 
+# One capture per host of what it sends ("outbound"), where the frames are
+# in the order its TCP wrote them. A capture of both directions on one side
+# sees the peer's segments as that side's CPUs receive them: veth hands
+# each to the per-CPU backlog of the CPU that sent it, so two segments sent
+# from two CPUs may arrive out of order, as they may in any TCP over veth.
 capture_start() {
-	ip netns exec "$A" dumpcap -q -i veth0 -w "$dir/cap.pcapng" 2>"$dir/dumpcap.log" &
-	cap=$!
-	pids+=("$cap")
-	wait_for "$WAIT" grep -q "Capturing on" "$dir/dumpcap.log" ||
-		{ log "dumpcap did not start"; return 1; }
+	local h ns
+
+	caps=()
+	for h in a b; do
+		ns=$A
+		[ $h = a ] || ns=$B
+		ip netns exec "$ns" dumpcap -q -i veth0 -f outbound \
+			-w "$dir/cap-$h.pcapng" 2>"$dir/dumpcap-$h.log" &
+		caps+=($!)
+		pids+=($!)
+		wait_for "$WAIT" grep -q "Capturing on" "$dir/dumpcap-$h.log" ||
+			{ log "$h: dumpcap did not start"; return 1; }
+	done
 }
 
 # Every frame with TCP payload on port 4500 decodes as the prefix, IKE or
@@ -150,14 +163,28 @@ capture_start() {
 # retransmit now and then; or follows segments the capture lost, which
 # dumpcap's log then counts); nothing is malformed, no expert error.
 dissect_ok() {
-	local out=$dir/frames.tsv rc=0
+	local h pid rc=0
 
-	kill -INT "$cap"
-	wait_exit "$cap" >/dev/null
+	for pid in "${caps[@]}"; do
+		kill -INT "$pid"
+		wait_exit "$pid" >/dev/null
+	done
+	for h in a b; do
+		log "$h sent:"
+		dissect_one "$dir/cap-$h.pcapng" "$dir/frames-$h.tsv" || rc=1
+		grep -ai "dropped" "$dir/dumpcap-$h.log" | sed 's/^/# dumpcap: /'
+	done
+	return "$rc"
+}
+
+# dissect_one CAPTURE TSV: the check above for one host's frames.
+dissect_one() {
+	local cap=$1 out=$2
+
 	# Unprivileged: Wireshark 4.4 (Debian 13) runs no Lua script as root.
-	chmod o+x "$dir" && chmod o+r "$dir/cap.pcapng" || return 1
+	chmod o+x "$dir" && chmod o+r "$cap" || return 1
 	setpriv --reuid=65534 --regid=65534 --clear-groups env HOME=/nonexistent \
-		tshark -2 -r "$dir/cap.pcapng" -X "lua_script:$LUA" -Y 'tcp.port == 4500' \
+		tshark -2 -r "$cap" -X "lua_script:$LUA" -Y 'tcp.port == 4500' \
 		-o tcp.reassemble_out_of_order:TRUE \
 		-T fields -E separator=/t -E occurrence=f -e frame.number \
 		-e tcp.len -e frame.protocols -e tcp.reassembled_in \
@@ -193,9 +220,7 @@ dissect_ok() {
 			printf "# %d frames: %d IKE, %d ESP, %d retransmitted, %d after a capture gap, %d bad\n",
 			       NR, ike, esp, retx, gap, bad
 			exit !(ike > 0 && esp > 0 && bad == 0)
-		}' "$out" || rc=1
-	grep -ai "dropped" "$dir/dumpcap.log" | sed 's/^/# dumpcap: /'
-	return "$rc"
+		}' "$out"
 }
 
 # lsw_case FAMILY MODE ENABLE_TCP [BLOCK]

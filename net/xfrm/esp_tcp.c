@@ -30,6 +30,7 @@
 
 struct esp_tcp_cache {
 	struct rhash_head node;		/* in esp_tcp_caches */
+	struct rcu_head rcu;		/* lookups walk the table under RCU */
 	const struct xfrm_state *x;	/* the key */
 	spinlock_t lock;		/* protects the fields below */
 	struct espintcp_ctx *ctx;	/* referenced, or NULL */
@@ -102,7 +103,10 @@ void esp_tcp_destroy_state(struct xfrm_state *x)
 	rhashtable_remove_fast(&esp_tcp_caches, &c->node, esp_tcp_params);
 	if (c->ctx)
 		espintcp_ctx_put(c->ctx);
-	kfree(c);
+	/* Another SA's lookup or insert may be walking this bucket's chain,
+	 * under RCU and without a lock: free after a grace period.
+	 */
+	kfree_rcu(c, rcu);
 }
 
 /* The socket's ESP queue was full: a congestion drop, not a failure of the

@@ -13,6 +13,9 @@
 # ESPINTCP_TIMEOUT_SCALE  factor on the harness's per-test timeouts (alarm(),
 #                         through tools/testing/vm/timeout-scale.c; default 5)
 # ESPINTCP_DEBUG_VM_TIMEOUT  seconds for the whole VM run (default 43200)
+# ESPINTCP_DEBUG_VMS     VMs run side by side, the programs shared out over
+#                         them (default: the host's CPUs, at most 4); each
+#                         loads, unloads and scans for leaks on its own
 # ESPINTCP_TESTS, ESPINTCP_FUZZ_*  passed to the guest (ESPINTCP_TESTS="prog
 #                         ..." runs only these; ESPINTCP_FUZZ_SECONDS=N a
 #                         longer fuzzer run)
@@ -48,64 +51,145 @@ env=("ESPINTCP_TEST_TIMEOUT=${ESPINTCP_TEST_TIMEOUT:-14400}" ESPINTCP_MARK_LEVEL
      "ESPINTCP_TIMEOUT_SCALE=${ESPINTCP_TIMEOUT_SCALE:-5}" "LD_PRELOAD=$top/$shim")
 while IFS='=' read -r name _; do
 	case $name in
-	ESPINTCP_TESTS|ESPINTCP_FUZZ_*) env+=("$name=${!name}") ;;
+	ESPINTCP_FUZZ_*) env+=("$name=${!name}") ;;
 	esac
 done < <(env)
 
-out=$(mktemp -d /tmp/espintcp-check-debug.XXXXXX)
 # A large log buffer, so that nothing is lost between the markers and the
 # reports; lockups and RCU stalls need more patience under TCG with KASAN,
 # and on a loaded host the IO-APIC timer check fails ("IO-APIC + timer
 # doesn't work!") before the slow kernel gets its first tick.
 append="log_buf_len=16M rcupdate.rcu_cpu_stall_timeout=300 watchdog_thresh=60 no_timer_check"
-set +e
-tools/testing/vm/run-vm.sh --timeout "${ESPINTCP_DEBUG_VM_TIMEOUT:-43200}" \
-	--kernel "$dir/vmlinuz" --modules "$dir/mod" --mem 3G --append "$append" \
-	--out "$out" -- env "${env[@]}" tools/testing/vm/guest-check.sh
-rc=$?
-set -e
-t2=$(date +%s)
 
-# A warning (run-vm's 125) is judged below, with the checkers' reports.
-guest_result check-debug "$out" "$([ "$rc" -eq 125 ] && echo 0 || echo "$rc")"
+# The programs, as guest-check.sh lists them, shared out over the VMs: the
+# longest first, each to the VM with the least work so far, by the minutes
+# each took here (debug kernel, one VM per host CPU); a program not in the
+# table counts 10.
+st=tools/testing/selftests/net/espintcp
+ksft=$(mktemp -d)
+: > "$ksft/lib.mk"
+progs=${ESPINTCP_TESTS:-$(make -s --no-print-directory -C "$st" KSFT_DIR="$ksft" \
+	-f Makefile -f - print-tests <<'MK'
+print-tests:
+	@echo $(TEST_GEN_PROGS) $(TEST_PROGS)
+MK
+)}
+rm -rf "$ksft"
+minutes() {
+	case $1 in
+	espintcp_xfrm) echo 70 ;;
+	espintcp_ulp) echo 35 ;;
+	# Time-bound: ESPINTCP_FUZZ_SECONDS per seed (all modes), and setup.
+	espintcp_fuzz.sh)
+		echo $((${ESPINTCP_FUZZ_SECONDS:-25} * $(wc -w <<<"${ESPINTCP_FUZZ_SEEDS:-1 fresh}") / 60 + 5)) ;;
+	*) echo 10 ;;
+	esac
+}
+nvms=${ESPINTCP_DEBUG_VMS:-$(nproc)}
+[ "$nvms" -gt 4 ] && nvms=4
+[ "$nvms" -gt "$(wc -w <<<"$progs")" ] && nvms=$(wc -w <<<"$progs")
+[ "$nvms" -ge 1 ] || nvms=1
+declare -a group load
+for ((v = 0; v < nvms; v++)); do
+	group[v]="" load[v]=0
+done
+while read -r _ p; do
+	best=0
+	for ((v = 1; v < nvms; v++)); do
+		[ "${load[v]}" -lt "${load[best]}" ] && best=$v
+	done
+	group[best]+="${group[best]:+ }$p"
+	load[best]=$((load[best] + $(minutes "$p")))
+done < <(for p in $progs; do echo "$(minutes "$p") $p"; done | sort -rn -s -k1,1)
+
+# One VM per group, all at once; each loads our modules, runs its programs,
+# unloads and scans for leaks on its own. Their consoles go to their output
+# directories and are shown in turn once all have ended.
+run_vm() {
+	local v=$1 out=$2
+
+	tools/testing/vm/run-vm.sh --timeout "${ESPINTCP_DEBUG_VM_TIMEOUT:-43200}" \
+		--kernel "$dir/vmlinuz" --modules "$dir/mod" --mem 3G \
+		--append "$append" --out "$out" -- \
+		env "${env[@]}" ESPINTCP_TESTS="${group[v]}" \
+		tools/testing/vm/guest-check.sh
+}
+declare -a outs pids
+for ((v = 0; v < nvms; v++)); do
+	outs[v]=$(mktemp -d /tmp/espintcp-check-debug.XXXXXX)
+	echo "check-debug: VM $((v + 1)) of $nvms: ${group[v]} (about ${load[v]} min; console in ${outs[v]}/console.log)"
+	if [ "$nvms" -eq 1 ]; then
+		run_vm "$v" "${outs[v]}" &
+	else
+		run_vm "$v" "${outs[v]}" >"${outs[v]}/run.log" 2>&1 &
+	fi
+	pids[v]=$!
+done
+declare -a rcs
+for ((v = 0; v < nvms; v++)); do
+	set +e
+	wait "${pids[v]}"
+	rcs[v]=$?
+	set -e
+done
+t2=$(date +%s)
 
 # The checkers' reports, each put down to the last "espintcp-test: start"
 # marker before it ("boot" before the first one).
 report='KASAN|UBSAN:|BUG:|WARNING:|suspicious RCU usage|possible circular locking|'
 report+='sleeping function called from invalid context|refcount_t|ODEBUG:|'
 report+='unreferenced object|general protection|Oops|Kernel panic|Call Trace'
-log=$out/dmesg
-[ -s "$log" ] || log=$out/console.log
-reports=$(awk -v re="$report" '
-	{ sub(/^\[[ 0-9.]*\] /, "") }
-	/espintcp-test: start / { sub(/.*espintcp-test: start /, ""); test = $0; next }
-	$0 ~ re && !/ODEBUG: selftest passed/ { print (test == "" ? "boot" : test) "\t" NR "\t" $0 }
-' "$log")
-if [ -s "$out/share/kmemleak" ]; then
-	while IFS= read -r line; do
-		reports+=${reports:+$'\n'}"kmemleak scan after the modules were removed	0	$line"
-	done < <(grep -a 'unreferenced object\|comm "' "$out/share/kmemleak")
-fi
+reports_of() {
+	local out=$1 log=$1/dmesg line r
 
-if [ -z "$reports" ] && [ "$rc" -eq 125 ]; then
-	reports="unknown	0	run-vm.sh saw a warning in the guest (see above)"
-fi
+	[ -s "$log" ] || log=$out/console.log
+	r=$(awk -v re="$report" -v log="$log" '
+		{ sub(/^\[[ 0-9.]*\] /, "") }
+		/espintcp-test: start / { sub(/.*espintcp-test: start /, ""); test = $0; next }
+		$0 ~ re && !/ODEBUG: selftest passed/ { print log "\t" (test == "" ? "boot" : test) "\t" NR "\t" $0 }
+	' "$log")
+	if [ -s "$out/share/kmemleak" ]; then
+		while IFS= read -r line; do
+			r+=${r:+$'\n'}"$out/share/kmemleak	kmemleak scan after the modules were removed	0	$line"
+		done < <(grep -a 'unreferenced object\|comm "' "$out/share/kmemleak")
+	fi
+	if [ -z "$r" ] && [ "$2" -eq 125 ]; then
+		r="$out/console.log	unknown	0	run-vm.sh saw a warning in the guest (see above)"
+	fi
+	[ -z "$r" ] || echo "$r"
+}
+
+total_p=0 total_f=0 total_s=0 reports=""
+for ((v = 0; v < nvms; v++)); do
+	out=${outs[v]} rc=${rcs[v]}
+	if [ "$nvms" -gt 1 ]; then
+		echo "check-debug: VM $((v + 1)) of $nvms: ${group[v]}"
+		cat "$out/run.log"
+	fi
+	# A warning (run-vm's 125) is judged below, with the checkers' reports.
+	guest_result "check-debug VM $((v + 1))" "$out" "$([ "$rc" -eq 125 ] && echo 0 || echo "$rc")"
+	total_p=$((total_p + passed)) total_f=$((total_f + failed)) total_s=$((total_s + skipped))
+	r=$(reports_of "$out" "$rc")
+	[ -z "$r" ] || reports+=${reports:+$'\n'}$r
+done
+passed=$total_p failed=$total_f skipped=$total_s
+
 if [ -n "$reports" ]; then
 	failed=$((failed + 1))
-	IFS=$'\t' read -r test line first <<<"$(head -1 <<<"$reports")"
+	IFS=$'\t' read -r log test line first <<<"$(head -1 <<<"$reports")"
 	echo "check-debug: FAIL: the kernel reported a problem while \"$test\" was running:"
 	echo "check-debug:   $first"
 	if [ "$line" -gt 0 ]; then
 		sed -n "${line},$((line + 40))p" "$log" | sed 's/^/    /'
 	else
-		head -40 "$out/share/kmemleak" | sed 's/^/    /'
+		head -40 "$log" | sed 's/^/    /'
 	fi
 	echo "check-debug: every report line, by test:"
-	cut -f1,3 <<<"$reports" | sed 's/\t/: /; s/^/  /' | head -100
+	cut -f2,4 <<<"$reports" | sed 's/\t/: /; s/^/  /' | head -100
 else
 	echo "check-debug: no report from KASAN, kmemleak, lockdep, RCU, UBSAN, debug objects or refcount_t"
 fi
-echo "check-debug: kernel ready in $((t1 - t0))s, VM run $((t2 - t1))s; console and dmesg in $out"
+echo "check-debug: kernel ready in $((t1 - t0))s, $nvms VMs ran $((t2 - t1))s; consoles and dmesg in ${outs[*]}"
 
 summary "$passed" "$failed" "$skipped"
 [ "$failed" -eq 0 ]

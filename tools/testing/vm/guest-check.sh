@@ -171,9 +171,11 @@ leftovers() {
 for p in $progs; do
 	log=/tmp/selftest-$p.log
 	mark "$p"
+	t0=$SECONDS
 	(cd "$st" && timeout -k 5 "$timeout" "./$p") >"$log" 2>&1
 	rc=$?
 	cat "$log"
+	echo "# $p: $((SECONDS - t0)) s"
 	np=$(grep -cE '^ok [0-9]+' "$log" | tr -d ' ')
 	ns=$(grep -cE '^ok [0-9]+ .*# SKIP' "$log" | tr -d ' ')
 	nf=$(grep -cE '^not ok [0-9]+' "$log" | tr -d ' ')

@@ -192,14 +192,23 @@ dissect_one() {
 		-e tcp.analysis.retransmission \
 		-e tcp.analysis.spurious_retransmission \
 		-e tcp.analysis.lost_segment -e tcp.analysis.out_of_order \
-		-e tcp.analysis.keep_alive \
+		-e tcp.analysis.keep_alive -e tcp.stream -e tcp.seq \
 		>"$out" 2>"$dir/tshark.log" ||
 		{ log "tshark failed"; sed 's/^/# /' "$dir/tshark.log"; return 1; }
 	awk -F'\t' '
 		$3 ~ /:isakmp/ { ike++ }
 		$3 ~ /:esp/ { esp++ }
+		# A host sends its stream in order: a segment starting below
+		# what it sent before re-sends bytes, whatever Wireshark calls
+		# it (a retransmission soon after the original is "out of
+		# order" to its heuristics).
+		$2 > 0 {
+			resent = $14 < sent[$13]
+			if ($14 + $2 > sent[$13])
+				sent[$13] = $14 + $2
+		}
 		$2 > 0 && $3 !~ /:(isakmp|esp)/ && $4 == "" && $5 == "" {
-			if ($8 != "" || $9 != "") {
+			if ($8 != "" || $9 != "" || resent) {
 				retx++
 				next
 			}

@@ -113,6 +113,23 @@ static void espintcp_build_l2(struct sk_buff *nskb, struct net_device *dev)
 	__skb_pull(nskb, hlen);
 }
 
+/* When the message was complete: the latest arrival time of the segments it
+ * came in (the head and its frag_list), as IP reassembly stamps a datagram
+ * with its last fragment's. The inner packet's SO_TIMESTAMP then says when
+ * it arrived, as for ESP over UDP, whose decrypted packet is the received
+ * one, and not when it was read (ping's round trip is measured with it).
+ * Zero when nobody asked for receive timestamps: stamped when read, then.
+ */
+static ktime_t espintcp_msg_tstamp(struct sk_buff *skb)
+{
+	ktime_t t = skb_tstamp(skb);
+	struct sk_buff *frag;
+
+	skb_walk_frags(skb, frag)
+		t = max(t, skb_tstamp(frag));
+	return t;
+}
+
 /* Build the private skb that include/net/espintcp.h promises the ESP types:
  * [IP header][struct espintcp_encaphdr][ESP], copied out of the stream so
  * that decryption in place can never touch pages shared with the page cache
@@ -170,6 +187,7 @@ static struct sk_buff *espintcp_build_esp(struct espintcp_ctx *ctx,
 	if (rx_dst && dst_hold_safe(rx_dst))
 		skb_dst_set(nskb, rx_dst);
 	nskb->mark = skb->mark;
+	nskb->tstamp = espintcp_msg_tstamp(skb);
 	nskb->pkt_type = PACKET_HOST;
 	nskb->ip_summed = CHECKSUM_NONE;
 

@@ -42,6 +42,7 @@
 
 #define IKE_PORT	4500
 #define BULK_PORT	5001
+#define TS_PORT		5003
 #define SPI_AB		0x1000	/* A -> B */
 #define SPI_BA		0x2000	/* B -> A */
 
@@ -1075,6 +1076,94 @@ TEST_F_TIMEOUT(tcp, ingress_device_header_fails, 300)
 	EXPECT_LT(0, sa_packets(e, false, false, SPI_BA));
 	EXPECT_EQ(0, read_xfrm_counter(NULL));
 	EXPECT_EQ(0, b_xfrm_counter(e, NULL));
+}
+
+/* One datagram from @fd once poll() says it is readable: *@ready is the
+ * time poll() returned, before recvmsg(), *@ts its SO_TIMESTAMPNS.
+ */
+static int recv_stamped(int fd, struct timespec *ready, struct timespec *ts)
+{
+	char cbuf[CMSG_SPACE(sizeof(*ts))], buf[64];
+	struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) };
+	struct msghdr m = {
+		.msg_iov = &iov, .msg_iovlen = 1,
+		.msg_control = cbuf, .msg_controllen = sizeof(cbuf),
+	};
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	struct cmsghdr *c;
+
+	if (poll(&pfd, 1, WAIT_MS) != 1)
+		return -1;
+	clock_gettime(CLOCK_REALTIME, ready);
+	if (recvmsg(fd, &m, 0) < 0)
+		return -1;
+	for (c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+		if (c->cmsg_level == SOL_SOCKET &&
+		    c->cmsg_type == SCM_TIMESTAMPNS) {
+			memcpy(ts, CMSG_DATA(c), sizeof(*ts));
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static bool ts_le(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec < b->tv_sec ||
+	       (a->tv_sec == b->tv_sec && a->tv_nsec <= b->tv_nsec);
+}
+
+/*
+ * A decrypted packet carries the time its ESP message arrived, as over UDP,
+ * where it is the received packet itself: the receiving socket's
+ * SO_TIMESTAMPNS is no earlier than the send and no later than the moment
+ * poll() said the packet was there, not the time it was read. (ping's round
+ * trip is measured with it.)
+ */
+TEST_F_TIMEOUT(tcp, rx_timestamp_is_arrival, 300)
+{
+	struct env *e = &self->e;
+	struct timespec sent, ready, ts;
+	struct sockaddr_storage ss;
+	socklen_t len = mkaddr(e->family, e->bi, TS_PORT, &ss);
+	int one = 1, rx, probe, tx;
+	long before;
+
+	ASSERT_EQ(0, policies(e, "proto udp", 1));
+	rx = b_socket(e, SOCK_DGRAM);
+	probe = b_socket(e, SOCK_DGRAM);
+	tx = socket(e->family, SOCK_DGRAM, 0);
+	ASSERT_LE(0, rx);
+	ASSERT_LE(0, probe);
+	ASSERT_LE(0, tx);
+	ASSERT_EQ(0, setsockopt(rx, SOL_SOCKET, SO_TIMESTAMPNS, &one,
+				sizeof(one)));
+	ASSERT_EQ(0, bind(rx, (void *)&ss, len));
+
+	/* The kernel starts stamping packets on arrival from a work item:
+	 * until then they are stamped when read. Probe over B's loopback,
+	 * outside the policies, until one is stamped on arrival.
+	 */
+	ASSERT_TRUE(WAIT_FOR(sendto(probe, "p", 1, 0, (void *)&ss, len) == 1 &&
+			     !recv_stamped(rx, &ready, &ts) &&
+			     ts_le(&ts, &ready)));
+
+	before = sa_packets(e, true, true, SPI_AB);
+	clock_gettime(CLOCK_REALTIME, &sent);
+	ASSERT_EQ(1, sendto(tx, "x", 1, 0, (void *)&ss, len));
+	ASSERT_EQ(0, recv_stamped(rx, &ready, &ts));
+	EXPECT_EQ(before + 1, sa_packets(e, true, true, SPI_AB));
+	EXPECT_TRUE(ts_le(&sent, &ts))
+		TH_LOG("stamped %ld.%09ld, sent at %ld.%09ld",
+		       (long)ts.tv_sec, ts.tv_nsec, (long)sent.tv_sec,
+		       sent.tv_nsec);
+	EXPECT_TRUE(ts_le(&ts, &ready))
+		TH_LOG("stamped %ld.%09ld, readable since %ld.%09ld",
+		       (long)ts.tv_sec, ts.tv_nsec, (long)ready.tv_sec,
+		       ready.tv_nsec);
+	close(tx);
+	close(probe);
+	close(rx);
 }
 
 /*

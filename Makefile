@@ -9,6 +9,7 @@
 #   make check-debug  the same on Debian's 6.1 built with KASAN, kmemleak,
 #                     lockdep, UBSAN (built once, cached; see README)
 #   make fuzz         install missing packages, build, run the fuzzer for long in a VM
+#   make fuzz-debug   the same on the debug kernel of make check-debug
 #   make bench        A/B ratios against stock esp4/esp6 and upstream (see README)
 #   make scale        10,000 espintcp connections with their SAs in a VM
 #   make lint         checkpatch.pl --strict and sparse over our C files
@@ -68,6 +69,10 @@ fuzz:
 	tools/testing/vm/fuzz.sh
 
 # A/B ratios of our modules against stock esp4/esp6 and upstream, one run.
+# The same on the debug kernel (make check-debug's checkers and cache).
+fuzz-debug:
+	tools/testing/vm/fuzz.sh --debug
+
 bench:
 	tools/testing/vm/bench.sh
 
@@ -88,4 +93,4 @@ deb:
 lint:
 	scripts/lint.sh
 
-.PHONY: all modules clean selftests check check-kernels check-debug demo fuzz bench scale lint dkms-install dkms-remove deb
+.PHONY: all modules clean selftests check check-kernels check-debug demo fuzz fuzz-debug bench scale lint dkms-install dkms-remove deb

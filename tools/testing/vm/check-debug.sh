@@ -75,32 +75,55 @@ print-tests:
 MK
 )}
 rm -rf "$ksft"
+# With more than one VM the fuzzer's modes are units of their own
+# (espintcp_fuzz.sh:MODE), unless ESPINTCP_FUZZ_MODES names them, so that a
+# long run (make fuzz-debug) is shared out too. Each mode alone then gets
+# ESPINTCP_FUZZ_SECONDS per seed.
+nvms=${ESPINTCP_DEBUG_VMS:-$(nproc)}
+[ "$nvms" -gt 4 ] && nvms=4
+if [ "$nvms" -gt 1 ] && [ -z "${ESPINTCP_FUZZ_MODES:-}" ]; then
+	units=""
+	for p in $progs; do
+		if [ "$p" = espintcp_fuzz.sh ]; then
+			units+=" $p:stream $p:calls $p:lifetime"
+		else
+			units+=" $p"
+		fi
+	done
+else
+	units=$progs
+fi
 minutes() {
 	case $1 in
 	espintcp_xfrm) echo 70 ;;
 	espintcp_ulp) echo 35 ;;
-	# Time-bound: ESPINTCP_FUZZ_SECONDS per seed (all modes), and setup.
-	espintcp_fuzz.sh)
-		echo $((${ESPINTCP_FUZZ_SECONDS:-25} * $(wc -w <<<"${ESPINTCP_FUZZ_SEEDS:-1 fresh}") / 60 + 5)) ;;
+	# Time-bound: ESPINTCP_FUZZ_SECONDS per seed, and setup; lifetime's
+	# connections (ESPINTCP_FUZZ_CONNS) end it well before.
+	espintcp_fuzz.sh:lifetime) echo 10 ;;
+	espintcp_fuzz.sh*)
+		echo $((${ESPINTCP_FUZZ_SECONDS:-25} * $(wc -w <<<"${ESPINTCP_FUZZ_SEEDS:-1 fresh}") / 60 + 3)) ;;
 	*) echo 10 ;;
 	esac
 }
-nvms=${ESPINTCP_DEBUG_VMS:-$(nproc)}
-[ "$nvms" -gt 4 ] && nvms=4
-[ "$nvms" -gt "$(wc -w <<<"$progs")" ] && nvms=$(wc -w <<<"$progs")
+[ "$nvms" -gt "$(wc -w <<<"$units")" ] && nvms=$(wc -w <<<"$units")
 [ "$nvms" -ge 1 ] || nvms=1
-declare -a group load
+declare -a group load modes
 for ((v = 0; v < nvms; v++)); do
-	group[v]="" load[v]=0
+	group[v]="" load[v]=0 modes[v]=""
 done
-while read -r _ p; do
+while read -r _ u; do
 	best=0
 	for ((v = 1; v < nvms; v++)); do
 		[ "${load[v]}" -lt "${load[best]}" ] && best=$v
 	done
+	load[best]=$((load[best] + $(minutes "$u")))
+	p=${u%%:*}
+	if [ "$p" != "$u" ]; then
+		modes[best]+="${modes[best]:+ }${u#*:}"
+		[[ " ${group[best]} " == *" $p "* ]] && continue
+	fi
 	group[best]+="${group[best]:+ }$p"
-	load[best]=$((load[best] + $(minutes "$p")))
-done < <(for p in $progs; do echo "$(minutes "$p") $p"; done | sort -rn -s -k1,1)
+done < <(for u in $units; do echo "$(minutes "$u") $u"; done | sort -rn -s -k1,1)
 
 # One VM per group, all at once; each loads our modules, runs its programs,
 # unloads and scans for leaks on its own. Their consoles go to their output
@@ -112,12 +135,13 @@ run_vm() {
 		--kernel "$dir/vmlinuz" --modules "$dir/mod" --mem 3G \
 		--append "$append" --out "$out" -- \
 		env "${env[@]}" ESPINTCP_TESTS="${group[v]}" \
+		${modes[v]:+ESPINTCP_FUZZ_MODES="${modes[v]}"} \
 		tools/testing/vm/guest-check.sh
 }
 declare -a outs pids
 for ((v = 0; v < nvms; v++)); do
 	outs[v]=$(mktemp -d /tmp/espintcp-check-debug.XXXXXX)
-	echo "check-debug: VM $((v + 1)) of $nvms: ${group[v]} (about ${load[v]} min; console in ${outs[v]}/console.log)"
+	echo "check-debug: VM $((v + 1)) of $nvms: ${group[v]}${modes[v]:+ (fuzzer: ${modes[v]})} (about ${load[v]} min; console in ${outs[v]}/console.log)"
 	if [ "$nvms" -eq 1 ]; then
 		run_vm "$v" "${outs[v]}" &
 	else
@@ -169,6 +193,10 @@ for ((v = 0; v < nvms; v++)); do
 	# A warning (run-vm's 125) is judged below, with the checkers' reports.
 	guest_result "check-debug VM $((v + 1))" "$out" "$([ "$rc" -eq 125 ] && echo 0 || echo "$rc")"
 	total_p=$((total_p + passed)) total_f=$((total_f + failed)) total_s=$((total_s + skipped))
+	if [ -d "$out/share/fuzz" ] && [ -n "$(ls -A "$out/share/fuzz")" ]; then
+		echo "check-debug: inputs of the fuzzer's failures in $out/share/fuzz:"
+		ls "$out/share/fuzz"
+	fi
 	r=$(reports_of "$out" "$rc")
 	[ -z "$r" ] || reports+=${reports:+$'\n'}$r
 done

@@ -15,6 +15,9 @@
 #   ESPINTCP_FUZZ_SECONDS  time bound per seed         (default 14400)
 #   ESPINTCP_FUZZ_SEEDS    seeds ("fresh": a new one)  (default fresh)
 # The VM's timeout follows from them (ESPINTCP_VM_TIMEOUT overrides).
+#
+# fuzz.sh --debug (make fuzz-debug) runs it on the debug kernel instead,
+# through check-debug.sh.
 
 set -euo pipefail
 
@@ -30,6 +33,21 @@ conns=${ESPINTCP_FUZZ_CONNS:-2000}
 secs=${ESPINTCP_FUZZ_SECONDS:-14400}
 seeds=${ESPINTCP_FUZZ_SEEDS:-fresh}
 nseeds=$(wc -w <<<"$seeds")
+
+# make fuzz-debug: the same run on the debug kernel, with its checkers
+# (check-debug.sh, which shares the modes out over its VMs and saves the
+# inputs of failures in each VM's output directory). A VM may run all
+# three modes, each with the whole time bound.
+if [ "${1:-}" = --debug ]; then
+	trap - ERR
+	export ESPINTCP_TESTS=espintcp_fuzz.sh ESPINTCP_FUZZ_FRAMES="$frames" \
+		ESPINTCP_FUZZ_CALLS="$calls" ESPINTCP_FUZZ_CONNS="$conns" \
+		ESPINTCP_FUZZ_SECONDS="$secs" ESPINTCP_FUZZ_SEEDS="$seeds" \
+		ESPINTCP_TEST_TIMEOUT=$((nseeds * (3 * secs + 2000))) \
+		ESPINTCP_DEBUG_VM_TIMEOUT="${ESPINTCP_DEBUG_VM_TIMEOUT:-$((nseeds * (3 * secs + 2000) + 600))}"
+	echo "fuzz: on the debug kernel; per seed: $frames frames, $calls call sequences, $conns connections, at most ${secs}s per mode; seeds: $seeds"
+	exec tools/testing/vm/check-debug.sh
+fi
 
 scripts/deps.sh
 why=$(scripts/kver.sh -v 2>&1 >/dev/null)

@@ -68,11 +68,11 @@ demo:
 fuzz:
 	tools/testing/vm/fuzz.sh
 
-# A/B ratios of our modules against stock esp4/esp6 and upstream, one run.
 # The same on the debug kernel (make check-debug's checkers and cache).
 fuzz-debug:
 	tools/testing/vm/fuzz.sh --debug
 
+# A/B ratios of our modules against stock esp4/esp6 and upstream, one run.
 bench:
 	tools/testing/vm/bench.sh
 

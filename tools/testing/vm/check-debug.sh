@@ -16,9 +16,10 @@
 # ESPINTCP_DEBUG_VMS     VMs run side by side, the programs shared out over
 #                         them (default: the host's CPUs, at most 4); each
 #                         loads, unloads and scans for leaks on its own
-# ESPINTCP_TESTS, ESPINTCP_FUZZ_*  passed to the guest (ESPINTCP_TESTS="prog
-#                         ..." runs only these; ESPINTCP_FUZZ_SECONDS=N a
-#                         longer fuzzer run)
+# ESPINTCP_TESTS, ESPINTCP_CASES, ESPINTCP_FUZZ_*  passed to the guest
+#                         (ESPINTCP_TESTS="prog ..." runs only these;
+#                         ESPINTCP_CASES=REGEX only their matching cases;
+#                         ESPINTCP_FUZZ_SECONDS=N a longer fuzzer run)
 # ESPINTCP_TCG            as for make check (single or multi)
 # ESPINTCP_DEBUG_KERNEL   a directory laid out as debug-kernel.sh's result, to
 #                         use instead of building (another build of the kernel)
@@ -51,7 +52,7 @@ env=("ESPINTCP_TEST_TIMEOUT=${ESPINTCP_TEST_TIMEOUT:-14400}" ESPINTCP_MARK_LEVEL
      "ESPINTCP_TIMEOUT_SCALE=${ESPINTCP_TIMEOUT_SCALE:-5}" "LD_PRELOAD=$top/$shim")
 while IFS='=' read -r name _; do
 	case $name in
-	ESPINTCP_FUZZ_*) env+=("$name=${!name}") ;;
+	ESPINTCP_FUZZ_*|ESPINTCP_CASES) env+=("$name=${!name}") ;;
 	esac
 done < <(env)
 

@@ -201,4 +201,76 @@ static inline int xfrm_bypass(int fd, int family)
 	return 0;
 }
 
+#ifdef __KSELFTEST_HARNESS_H
+#include <regex.h>
+
+/*
+ * ESPINTCP_CASES=REGEX runs only the tests whose full name
+ * (fixture.variant.test, as TAP prints it) matches, as it does for the shell
+ * tests; the others are reported skipped, without their fixture's setup.
+ * For development: the 6.1 harness has no filter of its own. Call
+ * espintcp_cases_init() before test_harness_run().
+ */
+typedef void (*espintcp_test_fn)(struct __test_metadata *metadata,
+				 struct __fixture_variant_metadata *variant);
+
+static struct {
+	regex_t re;
+	unsigned int n;
+	struct {
+		struct __test_metadata *t;
+		espintcp_test_fn fn;
+	} *tests;
+} espintcp_cases;
+
+static void espintcp_case_select(struct __test_metadata *_metadata,
+				 struct __fixture_variant_metadata *variant)
+{
+	const char *v = variant->name;
+	char name[256];
+	unsigned int i;
+
+	snprintf(name, sizeof(name), "%s%s%s.%s", _metadata->fixture->name,
+		 *v ? "." : "", v, _metadata->name);
+	for (i = 0; i < espintcp_cases.n; i++)
+		if (espintcp_cases.tests[i].t == _metadata)
+			break;
+	if (i < espintcp_cases.n &&
+	    !regexec(&espintcp_cases.re, name, 0, NULL, 0)) {
+		espintcp_cases.tests[i].fn(_metadata, variant);
+		return;
+	}
+	SKIP(return, "not selected");
+}
+
+static inline void espintcp_cases_init(void)
+{
+	const char *cases = getenv("ESPINTCP_CASES");
+	struct __fixture_metadata *f;
+	struct __test_metadata *t;
+	unsigned int n = 0;
+
+	if (!cases || !*cases)
+		return;
+	if (regcomp(&espintcp_cases.re, cases, REG_EXTENDED | REG_NOSUB)) {
+		fprintf(stderr, "ESPINTCP_CASES: bad regex '%s'\n", cases);
+		exit(KSFT_FAIL);
+	}
+	for (f = __fixture_list; f; f = f->next)
+		for (t = f->tests; t; t = t->next)
+			n++;
+	espintcp_cases.tests = calloc(n, sizeof(*espintcp_cases.tests));
+	if (!espintcp_cases.tests)
+		exit(KSFT_FAIL);
+	for (f = __fixture_list; f; f = f->next) {
+		for (t = f->tests; t; t = t->next) {
+			espintcp_cases.tests[espintcp_cases.n].t = t;
+			espintcp_cases.tests[espintcp_cases.n].fn = t->fn;
+			espintcp_cases.n++;
+			t->fn = espintcp_case_select;
+		}
+	}
+}
+#endif /* __KSELFTEST_HARNESS_H */
+
 #endif /* _ESPINTCP_LIB_H */

@@ -2067,4 +2067,9 @@ TEST_F_TIMEOUT(ulp, attach_close_cycles, 600)
 	}
 }
 
-TEST_HARNESS_MAIN
+/* TEST_HARNESS_MAIN, with ESPINTCP_CASES (espintcp_lib.h). */
+int main(int argc, char **argv)
+{
+	espintcp_cases_init();
+	return test_harness_run(argc, argv);
+}

@@ -1666,4 +1666,9 @@ TEST_F_TIMEOUT(bp_fwd, forwarded_bulk, 900)
 	EXPECT_EQ(0, b_xfrm_sum(e, "XfrmOut"));
 }
 
-TEST_HARNESS_MAIN
+/* TEST_HARNESS_MAIN, with ESPINTCP_CASES (espintcp_lib.h). */
+int main(int argc, char **argv)
+{
+	espintcp_cases_init();
+	return test_harness_run(argc, argv);
+}

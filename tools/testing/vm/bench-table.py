@@ -26,6 +26,9 @@ GOALS = [
     ("ESP-in-UDP bulk, ours / stock", "udp{}_bulk", "ours", "stock", (">=", 1.00)),
     ("ESP-in-UDP packets/s, ours / stock", "udp{}_pps", "ours", "stock", (">=", 1.00)),
     ("ESP-in-UDP ping RTT, ours / stock", "udp{}_rtt", "ours", "stock", None),
+    ("plain ESP 4 flows over 4 SAs / 1 flow, ours", ("plain{}_flows4", "plain{}_flows1"), "ours", "ours", None),
+    ("plain ESP 4 flows over 4 SAs / 1 flow, stock", ("plain{}_flows4", "plain{}_flows1"), "stock", "stock", None),
+    ("plain ESP 4 flows over 4 SAs, ours / stock", "plain{}_flows4", "ours", "stock", (">=", 1.00)),
 ]
 
 # Before and after a change (ESPINTCP_BENCH_BASE): every measurement.
@@ -38,6 +41,7 @@ BASE = [
     ("ESP-in-UDP packets/s, ours / base", "udp{}_pps"),
     ("plain ESP bulk, ours / base", "plain{}_bulk"),
     ("plain ESP packets/s, ours / base", "plain{}_pps"),
+    ("plain ESP 4 flows over 4 SAs, ours / base", "plain{}_flows4"),
 ]
 
 

@@ -18,9 +18,9 @@
 # iperf3), 64-byte UDP packet rate (packets/s received, iperf3), and for the
 # sets with ESP-in-TCP, IKE message round trips per second over an espintcp
 # connection (espintcp_rr); for the sets with plain ESP, the throughput of 4
-# TCP transfers at once over 4 SA pairs against one alone. Each result is a line "BENCH NAME VALUE", e.g.
-# "BENCH tcp4_bulk 81234567"; tools/testing/vm/bench.sh compares them across
-# sets and boots. Absolute numbers mean nothing under TCG. Not a test: it
+# TCP transfers at once over 4 SA pairs against one alone. Each result is a
+# line "BENCH NAME VALUE", e.g. "BENCH tcp4_bulk 81234567";
+# tools/testing/vm/bench.sh compares them across sets and boots. Absolute numbers mean nothing under TCG. Not a test: it
 # fails only when a configuration cannot be set up or measured.
 #
 # ESPINTCP_BENCH_SECS sets the length of each measurement (default 5).

@@ -18,11 +18,10 @@ set -euo pipefail
 
 kver=${1:?usage: bench-ref.sh KVER}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-tarball=$(ls -1 /usr/src/linux-source-6.1*.tar.xz 2>/dev/null | sort -V | tail -1 || true)
-if [ -z "$tarball" ]; then
-	"$here/deps.sh" >&2
-	tarball=$(ls -1 /usr/src/linux-source-6.1*.tar.xz | sort -V | tail -1)
-fi
+# The name linux-source-6.1 installs (not a glob: linux-source-6.12's
+# tarball, which make check-debug may install, matches 6.1*).
+tarball=/usr/src/linux-source-6.1.tar.xz
+[ -f "$tarball" ] || "$here/deps.sh" >&2
 name=$(basename "$tarball" .tar.xz)
 kdir=/lib/modules/$kver/build
 [ -d "$kdir" ] || { echo "bench-ref: no headers for $kver" >&2; exit 1; }

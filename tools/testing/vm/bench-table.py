@@ -29,6 +29,9 @@ GOALS = [
     ("plain ESP 4 flows over 4 SAs / 1 flow, ours", ("plain{}_flows4", "plain{}_flows1"), "ours", "ours", None),
     ("plain ESP 4 flows over 4 SAs / 1 flow, stock", ("plain{}_flows4", "plain{}_flows1"), "stock", "stock", None),
     ("plain ESP 4 flows over 4 SAs, ours / stock", "plain{}_flows4", "ours", "stock", (">=", 1.00)),
+    ("ESP-in-TCP 4 flows over 4 conns / 1, ours", ("tcp{}_flows4", "tcp{}_flows1"), "ours", "ours", None),
+    ("ESP-in-TCP 4 flows over 4 conns / 1, upstream", ("tcp{}_flows4", "tcp{}_flows1"), "upstream", "upstream", None),
+    ("ESP-in-TCP 4 flows over 4 conns, ours / upstream", "tcp{}_flows4", "ours", "upstream", (">=", 1.00)),
 ]
 
 # Before and after a change (ESPINTCP_BENCH_BASE): every measurement.
@@ -42,6 +45,7 @@ BASE = [
     ("plain ESP bulk, ours / base", "plain{}_bulk"),
     ("plain ESP packets/s, ours / base", "plain{}_pps"),
     ("plain ESP 4 flows over 4 SAs, ours / base", "plain{}_flows4"),
+    ("ESP-in-TCP 4 flows over 4 conns, ours / base", "tcp{}_flows4"),
 ]
 
 

@@ -17,8 +17,9 @@
 # ping round trip (ms, mean, user to user), TCP bulk throughput (bit/s,
 # iperf3), 64-byte UDP packet rate (packets/s received, iperf3), and for the
 # sets with ESP-in-TCP, IKE message round trips per second over an espintcp
-# connection (espintcp_rr); for the sets with plain ESP, the throughput of 4
-# TCP transfers at once over 4 SA pairs against one alone. Each result is a
+# connection (espintcp_rr); and through plain ESP and ESP-in-TCP, the
+# throughput of 4 TCP transfers at once over 4 SA pairs (and 4 espintcp
+# connections) against one alone. Each result is a
 # line "BENCH NAME VALUE", e.g. "BENCH tcp4_bulk 81234567";
 # tools/testing/vm/bench.sh compares them across sets and boots. Absolute numbers mean nothing under TCG. Not a test: it
 # fails only when a configuration cannot be set up or measured.
@@ -144,22 +145,33 @@ measure() {
 	[ "$(sa_packets "$B")" -gt 0 ] || { log "$path: no packet went through the SAs"; return 1; }
 }
 
-# Plain ESP SA pairs for N transfers at once, one pair (reqid i + 1) for the
-# TCP port FLOW_PORT + i, and the policies that pick them.
+# SA pairs for N transfers at once, one pair (reqid i + 1) for the TCP port
+# FLOW_PORT + i, and the policies that pick them: plain ESP, or ESP-in-TCP
+# over an espintcp connection of its own each (flow_sas N tcp).
 FLOW_PORT=5301
-plain_flow_sas() {
+flow_sas() {
 	local key=0x000102030405060708090a0b0c0d0e0f10111213 i port r ns
+	local cports=() fwd=() rev=()
 
+	if [ "$2" = tcp ]; then
+		conns flows 4500 "$1" || return 1
+		mapfile -t cports <"$dir/flows-c.out"
+	fi
 	for ((i = 0; i < $1; i++)); do
 		port=$((FLOW_PORT + i)) r=$((i + 1))
+		if [ "$2" = tcp ]; then
+			fwd=(encap espintcp "${cports[i]}" 4500 0.0.0.0)
+			rev=(encap espintcp 4500 "${cports[i]}" 0.0.0.0)
+		fi
 		for ns in "$A" "$B"; do
 			ip -n "$ns" xfrm state add src "$a" dst "$b" proto esp \
 				spi $((0x3000 + 2 * i)) reqid "$r" mode transport \
-				replay-window 64 aead 'rfc4106(gcm(aes))' "$key" 128 &&
+				replay-window 64 aead 'rfc4106(gcm(aes))' "$key" 128 \
+				"${fwd[@]}" || return 1
 			ip -n "$ns" xfrm state add src "$b" dst "$a" proto esp \
 				spi $((0x3001 + 2 * i)) reqid "$r" mode transport \
-				replay-window 64 aead 'rfc4106(gcm(aes))' "$key" 128 ||
-				return 1
+				replay-window 64 aead 'rfc4106(gcm(aes))' "$key" 128 \
+				"${rev[@]}" || return 1
 		done
 		ip -n "$A" xfrm policy add src "$a" dst "$b" proto tcp dport "$port" \
 			dir out tmpl proto esp mode transport reqid "$r" &&
@@ -206,20 +218,24 @@ flows() {
 	echo "$sum"
 }
 
-# Plain ESP with 4 SA pairs: 4 transfers at once against one alone, in
-# the same boot. How our esp4/esp6 scale with the CPUs (the VM has 2)
-# against the stock ones: a global lock or atomic on the per-packet path
+# 4 transfers at once over 4 SA pairs against one alone, in the same boot,
+# through PATH (plain or tcp: 4 espintcp connections). How ESP scales with
+# the CPUs (the VM has 2): a global lock or atomic on the per-packet path
 # would show here.
 scaling() {
-	local fam=$1 one four
+	local fam=$1 path=$2 one four
 
 	addrs "$fam" transport direct
 	topo_direct >/dev/null || return 1
-	plain_flow_sas 4 || { log "flows: SAs refused"; return 1; }
+	flow_sas 4 "$path" || { log "flows: SAs refused"; return 1; }
 	one=$(flows 1) && four=$(flows 4) || return 1
 	[ "$(sa_packets "$B")" -gt 0 ] || { log "flows: no packet went through the SAs"; return 1; }
-	result "plain${fam}_flows1" "$one"
-	result "plain${fam}_flows4" "$four"
+	result "$path${fam}_flows1" "$one"
+	result "$path${fam}_flows4" "$four"
+	if [ "$path" = tcp ]; then
+		release flows-c
+		release flows-s
+	fi
 }
 
 # IKE messages over an espintcp connection, no SA needed.
@@ -248,10 +264,11 @@ for fam in 4 6; do
 		fi
 		cleanup
 	done
-	if [ "$1" != upstream ]; then
-		scaling "$fam" || { rc=1; log "$1: 4 flows IPv$fam failed"; }
+	for path in $paths; do
+		[ "$path" != udp ] || continue
+		scaling "$fam" "$path" || { rc=1; log "$1: $path, 4 flows IPv$fam failed"; }
 		cleanup
-	fi
+	done
 	if [ "$1" != stock ]; then
 		rr "$fam" || { rc=1; log "$1: IKE round trips IPv$fam failed"; sed 's/^/# /' "$dir/rr.log"; }
 		cleanup

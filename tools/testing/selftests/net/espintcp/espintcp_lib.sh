@@ -10,13 +10,15 @@ B=espt-b-$tag
 R=espt-r-$tag
 WAIT=${ESPINTCP_WAIT:-60}	# seconds any expected state may take (TCG)
 BULK=$PWD/espintcp_bulk
+CONNS=$PWD/espintcp_conns
 pids=()
+declare -A hfd	# hold(): the write end of each holder's standard input
 
 log() { echo "# $*"; }
 
 # Stop background jobs, delete the namespaces.
 cleanup() {
-	local p
+	local p fd
 
 	for p in "${pids[@]}"; do
 		kill -TERM "$p" 2>/dev/null
@@ -25,6 +27,12 @@ cleanup() {
 		wait "$p" 2>/dev/null
 	done
 	pids=()
+	for p in "${!hfd[@]}"; do
+		fd=${hfd[$p]}
+		exec {fd}>&-
+		rm -f "$dir/$p.in"
+	done
+	hfd=()
 	for ns in "$A" "$B" "$R"; do
 		ip netns del "$ns" 2>/dev/null
 	done
@@ -191,6 +199,46 @@ encap_is() {
 }
 
 ulp_sockets() { ip netns exec "$1" ss -Htnie 2>/dev/null | grep -c espintcp; }
+
+has_line() { grep -qx "$2" "$dir/$1.out"; }
+
+# hold NAME NS ARGS...: espintcp_conns ARGS in NS, holding its connections
+# until release NAME (or cleanup, which stops it). Its output in
+# $dir/NAME.out.
+hold() {
+	local name=$1 ns=$2 fd
+
+	shift 2
+	mkfifo "$dir/$name.in" || return 1
+	ip netns exec "$ns" "$CONNS" "$@" <"$dir/$name.in" >"$dir/$name.out" \
+		2>"$dir/$name.log" &
+	pids+=($!)
+	exec {fd}>"$dir/$name.in"
+	hfd[$name]=$fd
+}
+
+release() {
+	local fd=${hfd[$1]}
+
+	echo >&"$fd"
+	exec {fd}>&-
+	unset "hfd[$1]"
+	rm -f "$dir/$1.in"
+}
+
+# conns NAME PORT COUNT: COUNT espintcp connections from a to b:PORT, held
+# until release NAME-c and NAME-s; the ports of a's ends, a line each, in
+# $dir/NAME-c.out.
+conns() {
+	local bound=$((WAIT + $3 / 20))	# setting up many under TCG: a bound
+
+	hold "$1-s" "$B" server "$b" "$2" "$3" &&
+		wait_for "$WAIT" has_line "$1-s" listening &&
+		hold "$1-c" "$A" client "$b" "$2" "$3" || return 1
+	wait_for "$bound" has_line "$1-c" ready &&
+		wait_for "$bound" has_line "$1-s" ready ||
+		{ log "$1: connections not set up"; cat "$dir/$1"-?.log; return 1; }
+}
 
 # run_cases "CMD|name" ...: TAP lines, a fresh scratch state per case;
 # returns non-zero when a case failed.

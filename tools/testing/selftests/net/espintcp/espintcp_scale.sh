@@ -31,7 +31,6 @@
 set -u
 cd "$(dirname "$0")" || exit 1
 
-CONNS=$PWD/espintcp_conns
 N=${ESPINTCP_SCALE_CONNS:-300}
 BYTES=${ESPINTCP_SCALE_BYTES:-4000000}
 MAX_KB=${ESPINTCP_SCALE_MAX_KB:-256}
@@ -42,7 +41,6 @@ source ./espintcp_lib.sh
 
 # Setting up and tearing down N connections under TCG: a bound, not a pace.
 NWAIT=$((WAIT + N / 20))
-declare -A hfd
 
 result() { echo "BENCH $1 $2"; log "$1 $2"; }
 now_us() { echo $(($(date +%s%N) / 1000)); }
@@ -53,39 +51,6 @@ mem_bytes() {
 }
 mod_refs() { awk '$1 == "espintcp" { print $3 }' /proc/modules; }
 sa_count() { ip -n "$1" xfrm state list | grep -c '^src'; }
-has_line() { grep -qx "$2" "$dir/$1.out"; }
-
-# hold NAME NS ARGS...: espintcp_conns ARGS in NS, holding its connections
-# until release NAME.
-hold() {
-	local name=$1 ns=$2 fd
-
-	shift 2
-	mkfifo "$dir/$name.in" || return 1
-	ip netns exec "$ns" "$CONNS" "$@" <"$dir/$name.in" >"$dir/$name.out" \
-		2>"$dir/$name.log" &
-	pids+=($!)
-	exec {fd}>"$dir/$name.in"
-	hfd[$name]=$fd
-}
-
-release() {
-	local fd=${hfd[$1]}
-
-	echo >&"$fd"
-	exec {fd}>&-
-}
-
-# conns NAME PORT COUNT: COUNT connections from a to b:PORT; the ports of
-# a's ends in $dir/NAME-c.out.
-conns() {
-	hold "$1-s" "$B" server "$b" "$2" "$3" &&
-		wait_for "$WAIT" has_line "$1-s" listening &&
-		hold "$1-c" "$A" client "$b" "$2" "$3" || return 1
-	wait_for "$NWAIT" has_line "$1-c" ready &&
-		wait_for "$NWAIT" has_line "$1-s" ready ||
-		{ log "$1: connections not set up"; cat "$dir/$1"-?.log; return 1; }
-}
 
 # sa_lines PORTFILE SERVERPORT SPI REQID: "ip -batch" lines for an SA pair
 # per connection, the same in both namespaces.

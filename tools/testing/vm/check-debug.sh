@@ -183,11 +183,12 @@ reports_of() {
 	local out=$1 log=$1/dmesg line r
 
 	[ -s "$log" ] || log=$out/console.log
-	r=$(awk -v re="$report" -v log="$log" '
+	# (Not "log" for the file's name: awk has a function of that name.)
+	r=$(awk -v re="$report" -v file="$log" '
 		{ sub(/^\[[ 0-9.]*\] /, "") }
 		/espintcp-test: start / { sub(/.*espintcp-test: start /, ""); test = $0; next }
-		$0 ~ re && !/ODEBUG: selftest passed/ { print log "\t" (test == "" ? "boot" : test) "\t" NR "\t" $0 }
-	' "$log")
+		$0 ~ re && !/ODEBUG: selftest passed/ { print file "\t" (test == "" ? "boot" : test) "\t" NR "\t" $0 }
+	' "$log") || return 1
 	if [ -s "$out/share/kmemleak" ]; then
 		while IFS= read -r line; do
 			r+=${r:+$'\n'}"$out/share/kmemleak	kmemleak scan after the modules were removed	0	$line"
@@ -213,7 +214,9 @@ for ((v = 0; v < nvms; v++)); do
 		echo "check-debug: inputs of the fuzzer's failures in $out/share/fuzz:"
 		ls "$out/share/fuzz"
 	fi
-	r=$(reports_of "$out" "$rc")
+	# A scan that fails is a failed run, never a clean one.
+	r=$(reports_of "$out" "$rc") ||
+		r="$out/console.log	scan	0	check-debug could not scan $out for reports"
 	[ -z "$r" ] || reports+=${reports:+$'\n'}$r
 done
 passed=$total_p failed=$total_f skipped=$total_s

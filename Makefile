@@ -6,8 +6,9 @@
 #   make              build espintcp.ko, esp4.ko, esp6.ko
 #   make demo         install missing packages, build, show ESP over TCP in a VM
 #   make check        install missing packages, build, run every selftest in a VM
-#   make check-debug  the same on Debian's 6.1 built with KASAN, kmemleak,
-#                     lockdep, UBSAN (built once, cached; see README)
+#   make check-debug  the same on Debian's 6.1 (ESPINTCP_DEBUG_SERIES=6.12: its
+#                     6.12) built with KASAN, kmemleak, lockdep, UBSAN
+#                     (built once, cached; see README)
 #   make fuzz         install missing packages, build, run the fuzzer for long in a VM
 #   make fuzz-debug   the same on the debug kernel of make check-debug
 #   make bench        A/B ratios against stock esp4/esp6 and upstream (see README)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# Build, once, the kernel behind make check-debug: Debian's linux-source-6.1
-# (the same upload as the stock image) with Debian's config, trimmed to the
+# Build, once, the kernel behind make check-debug: Debian's linux-source-6.1,
+# or linux-source-6.12 with ESPINTCP_DEBUG_SERIES=6.12 (each the same upload
+# as Debian 12's image of that series) with Debian's config, trimmed to the
 # modules the VM uses (tools/testing/vm/debug/modules.list) and with KASAN,
 # kmemleak, lockdep, UBSAN and friends on (tools/testing/vm/debug/kernel.config),
 # and built-in parts a VM never uses off (tools/testing/vm/debug/trim.config).
@@ -16,7 +17,8 @@
 #   DIR/mod/lib/modules/RELEASE/   its modules, depmod'ed
 #
 # The cache, ${XDG_CACHE_HOME:-~/.cache}/espintcp/debug-kernel/SRCVERSION/,
-# is keyed by the source package's version; the build tree in it is stamped
+# is keyed by the source package's version (so each series has its own);
+# the build tree in it is stamped
 # with a hash of the configuration's inputs, so a changed input rebuilds
 # only what it touches. ESPINTCP_DEBUG_JOBS sets make's -j (default 2).
 
@@ -30,19 +32,26 @@ verbose=
 
 say() { echo "debug-kernel: $*" >&2; }
 
-"$top/scripts/deps.sh" flex bison libelf-dev >&2
-tarball=/usr/src/linux-source-6.1.tar.xz
-srcver=$(dpkg-query -W -f='${Version}' linux-source-6.1)
-# Debian's config for the same upload: the 6.1 image built from this source.
-stock=$(dpkg-query -W -f='${Depends}' linux-image-amd64 2>/dev/null |
+# The series and the metapackage of Debian 12's image of it.
+series=${ESPINTCP_DEBUG_SERIES:-6.1}
+case $series in
+6.1) meta=linux-image-amd64 ;;
+6.12) meta=linux-image-6.12-amd64 ;;
+*) say "ESPINTCP_DEBUG_SERIES=$series: 6.1 or 6.12"; exit 1 ;;
+esac
+"$top/scripts/deps.sh" flex bison libelf-dev "linux-source-$series" "$meta" >&2
+tarball=/usr/src/linux-source-$series.tar.xz
+srcver=$(dpkg-query -W -f='${Version}' "linux-source-$series")
+# Debian's config for the same upload: the image built from this source.
+stock=$(dpkg-query -W -f='${Depends}' "$meta" 2>/dev/null |
 	sed -n 's/.*linux-image-\([^ ,]*-amd64\).*/\1/p')
 case $stock in
-6.1.*) ;;
-*) say "Debian's default kernel is $stock, not 6.1"; exit 1 ;;
+"$series".*) ;;
+*) say "$meta is $stock, not $series"; exit 1 ;;
 esac
 imgver=$(dpkg-query -W -f='${Version}' "linux-image-$stock" 2>/dev/null || true)
 if [ "$imgver" != "$srcver" ]; then
-	say "linux-source-6.1 $srcver and linux-image-$stock ${imgver:-?} differ: apt-get upgrade"
+	say "linux-source-$series $srcver and linux-image-$stock ${imgver:-?} differ: apt-get upgrade"
 	exit 1
 fi
 base=/boot/config-$stock

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# make check-debug: build (once, cached) Debian's 6.1 kernel with KASAN,
-# kmemleak, lockdep, UBSAN, debug objects and DEBUG_NET
-# (scripts/debug-kernel.sh), build our modules and the selftests against it,
+# make check-debug: build (once, cached) Debian's 6.1 kernel, or its 6.12
+# with ESPINTCP_DEBUG_SERIES=6.12, with KASAN, kmemleak, lockdep, UBSAN,
+# debug objects and DEBUG_NET (scripts/debug-kernel.sh), build our modules
+# and the selftests against it,
 # and run the whole suite in the VM on that kernel, as make check does. Any
 # report of the kernel's checkers fails the run, naming the test that was
 # running when it came (guest-check.sh marks each step in the kernel log).
@@ -23,6 +24,9 @@
 # ESPINTCP_TCG            as for make check (single or multi)
 # ESPINTCP_DEBUG_KERNEL   a directory laid out as debug-kernel.sh's result, to
 #                         use instead of building (another build of the kernel)
+# ESPINTCP_DEBUG_SERIES   6.1 (default) or 6.12: which of Debian 12's kernels
+#                         (linux-source-6.1 or linux-source-6.12, installed if
+#                         missing; each has its own cache)
 
 set -euo pipefail
 

@@ -19,10 +19,10 @@
 # sets with ESP-in-TCP, IKE message round trips per second over an espintcp
 # connection (espintcp_rr); and through plain ESP and ESP-in-TCP, the
 # throughput of 4 TCP transfers at once over 4 SA pairs (and 4 espintcp
-# connections) against one alone. Each result is a
-# line "BENCH NAME VALUE", e.g. "BENCH tcp4_bulk 81234567";
-# tools/testing/vm/bench.sh compares them across sets and boots. Absolute numbers mean nothing under TCG. Not a test: it
-# fails only when a configuration cannot be set up or measured.
+# connections) against one alone. Each result is a line "BENCH NAME VALUE",
+# e.g. "BENCH tcp4_bulk 81234567"; tools/testing/vm/bench.sh compares them
+# across sets and boots. Absolute numbers mean nothing under TCG. Not a
+# test: it fails only when a configuration cannot be set up or measured.
 #
 # ESPINTCP_BENCH_SECS sets the length of each measurement (default 5).
 
@@ -219,9 +219,9 @@ flows() {
 }
 
 # 4 transfers at once over 4 SA pairs against one alone, in the same boot,
-# through PATH (plain or tcp: 4 espintcp connections). How ESP scales with
-# the CPUs (the VM has 2): a global lock or atomic on the per-packet path
-# would show here.
+# through PATH (plain or tcp: 4 espintcp connections, which the caller's
+# cleanup closes). How ESP scales with the CPUs (the VM has 2): a global
+# lock or atomic on the per-packet path would show here.
 scaling() {
 	local fam=$1 path=$2 one four
 
@@ -232,10 +232,6 @@ scaling() {
 	[ "$(sa_packets "$B")" -gt 0 ] || { log "flows: no packet went through the SAs"; return 1; }
 	result "$path${fam}_flows1" "$one"
 	result "$path${fam}_flows4" "$four"
-	if [ "$path" = tcp ]; then
-		release flows-c
-		release flows-s
-	fi
 }
 
 # IKE messages over an espintcp connection, no SA needed.

@@ -52,6 +52,9 @@ sed -n 's/^BENCH \(scale_[a-z_]*\) \([0-9.]*\).*/\1 \2/p' "$out/console.log" | t
 		printf "\none flow among %d idle connections / alone: %.2f (goal >= 0.95: %s)\n",
 			v["scale_conns"], v["scale_flow_ratio"],
 			(v["scale_flow_ratio"] >= 0.95 ? "holds" : "MISSED")
+		printf "  (alone: the mean of before they came and after they are gone;\n"
+		printf "  against before alone: %.2f; after / before: %.2f)\n",
+			v["scale_flow_before_ratio"], v["scale_flow_after_ratio"]
 		printf "memory per idle connection, both ends: %.1f KiB, %.1f KiB with its SA pair\n",
 			v["scale_mem_conn"] / 1024, v["scale_mem_conn_sa"] / 1024
 	}'

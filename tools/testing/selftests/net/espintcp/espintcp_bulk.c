@@ -6,10 +6,13 @@
  *                                       pattern bytes and EOF, exit 0 if intact
  *   espintcp_bulk send ADDR PORT LEN    connect and send LEN pattern bytes
  *
- * The receiver prints "listening" once it accepts connections.
+ * The receiver prints "listening" once it accepts connections, and at the
+ * end "received LEN bytes in US us": from accept() to EOF, so without the
+ * time either process took to start.
  */
 
 #include <stdlib.h>
+#include <time.h>
 
 #include "espintcp_lib.h"
 
@@ -18,6 +21,7 @@ int main(int argc, char **argv)
 	struct sockaddr_storage ss;
 	socklen_t len;
 	size_t n;
+	struct timespec t0, t1;
 	uint8_t *buf;
 	int fd, c;
 
@@ -44,10 +48,18 @@ int main(int argc, char **argv)
 	if (listen_announce(fd, &ss, len, 1))
 		return 1;
 	c = accept(fd, NULL, NULL);
-	if (c < 0 || read_all(c, buf, n) || check_fill(buf, n, 3) ||
-	    read(c, buf, 1) != 0) {
-		fprintf(stderr, "recv: transfer incomplete or corrupted\n");
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	if (c < 0 || read_all(c, buf, n) || read(c, buf + n, 1) != 0) {
+		fprintf(stderr, "recv: transfer incomplete\n");
 		return 1;
 	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	if (check_fill(buf, n, 3)) {
+		fprintf(stderr, "recv: transfer corrupted\n");
+		return 1;
+	}
+	printf("received %zu bytes in %lld us\n", n,
+	       (t1.tv_sec - t0.tv_sec) * 1000000LL +
+	       (t1.tv_nsec - t0.tv_nsec) / 1000);
 	return 0;
 }

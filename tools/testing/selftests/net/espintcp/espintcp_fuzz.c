@@ -1956,8 +1956,11 @@ struct slot {
 static struct slot slots[NSLOT];
 static struct slot *cur_slots = slots;	/* what drain_all() reads */
 static int cur_nslots = NSLOT;
-static uint32_t out_spis[4096];
-static unsigned int n_out_spis;
+/* SPIs of every outbound SA ever added (open addressing, 0 is empty):
+ * a long run adds far more than any fixed table holds.
+ */
+static uint32_t *out_spis;
+static size_t out_spis_size, n_out_spis;
 static int calls_nl, calls_udp[2];
 
 static void ike_msg(uint8_t *p, size_t len, uint32_t tag, uint32_t seq)
@@ -1996,14 +1999,18 @@ static int ike_msg_ok(const uint8_t *p, size_t n, size_t full, uint32_t *tag,
 	return 0;
 }
 
+static size_t out_spi_slot(const uint32_t *tab, size_t size, uint32_t spi)
+{
+	size_t i = (spi * 2654435761u) & (size - 1);
+
+	while (tab[i] && tab[i] != spi)
+		i = (i + 1) & (size - 1);
+	return i;
+}
+
 static bool out_spi_known(uint32_t spi)
 {
-	unsigned int i;
-
-	for (i = 0; i < n_out_spis; i++)
-		if (out_spis[i] == spi)
-			return true;
-	return false;
+	return out_spis && out_spis[out_spi_slot(out_spis, out_spis_size, spi)];
 }
 
 /* One frame the ULP wrote, as the raw peer sees it. */
@@ -2763,8 +2770,23 @@ static void op_fork(struct rng *r, struct slot *sl)
 
 static void note_out_spi(uint32_t spi)
 {
-	if (!out_spi_known(spi) && n_out_spis < ARRAY_SIZE(out_spis))
-		out_spis[n_out_spis++] = spi;
+	if (!spi || out_spi_known(spi))
+		return;
+	/* At most half full: grow by rehashing into twice the size. */
+	if (2 * (n_out_spis + 1) > out_spis_size) {
+		size_t size = out_spis_size ? 2 * out_spis_size : 1024, i;
+		uint32_t *tab = calloc(size, sizeof(*tab));
+
+		CHECK(tab, "out of memory");
+		for (i = 0; i < out_spis_size; i++)
+			if (out_spis[i])
+				tab[out_spi_slot(tab, size, out_spis[i])] = out_spis[i];
+		free(out_spis);
+		out_spis = tab;
+		out_spis_size = size;
+	}
+	out_spis[out_spi_slot(out_spis, out_spis_size, spi)] = spi;
+	n_out_spis++;
 }
 
 /* Add, update, move or delete one of the slot's SAs. */

@@ -115,13 +115,24 @@ minutes() {
 	espintcp_esp_interop.py) echo 7 ;;
 	espintcp_scale.sh) echo 5 ;;
 	espintcp_sa_attrs.py) echo 1 ;;
-	# Time-bound: ESPINTCP_FUZZ_SECONDS per seed, and setup; lifetime's
-	# connections (ESPINTCP_FUZZ_CONNS) end it well before.
-	espintcp_fuzz.sh:lifetime) echo 10 ;;
-	espintcp_fuzz.sh*)
-		echo $((${ESPINTCP_FUZZ_SECONDS:-25} * $(wc -w <<<"${ESPINTCP_FUZZ_SEEDS:-1 fresh}") / 60 + 3)) ;;
+	# The fuzzer's modes end at their count or ESPINTCP_FUZZ_SECONDS per
+	# seed, whichever comes first (the defaults of espintcp_fuzz.sh); the
+	# rates are those of make fuzz-debug here, two VMs side by side.
+	espintcp_fuzz.sh:stream) fuzz_minutes "${ESPINTCP_FUZZ_FRAMES:-1000000}" 250 ;;
+	espintcp_fuzz.sh:calls) fuzz_minutes "${ESPINTCP_FUZZ_CALLS:-100000}" 27 ;;
+	espintcp_fuzz.sh:lifetime) fuzz_minutes "${ESPINTCP_FUZZ_CONNS:-200}" 3 ;;
+	espintcp_fuzz.sh)
+		echo $(($(minutes espintcp_fuzz.sh:stream) + $(minutes espintcp_fuzz.sh:calls) +
+			$(minutes espintcp_fuzz.sh:lifetime))) ;;
 	*) echo 10 ;;
 	esac
+}
+# fuzz_minutes COUNT PER_SECOND: one mode's minutes, with its setup.
+fuzz_minutes() {
+	local secs=${ESPINTCP_FUZZ_SECONDS:-25} t=$(($1 / $2))
+
+	[ "$t" -le "$secs" ] || t=$secs
+	echo $((t * $(wc -w <<<"${ESPINTCP_FUZZ_SEEDS:-1 fresh}") / 60 + 3))
 }
 [ "$nvms" -gt "$(wc -w <<<"$units")" ] && nvms=$(wc -w <<<"$units")
 [ "$nvms" -ge 1 ] || nvms=1

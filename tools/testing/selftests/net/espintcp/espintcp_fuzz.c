@@ -32,7 +32,6 @@
  * past its time bound is killed and reported as hung. --ko-dir is where
  * espintcp.ko, esp4.ko and esp6.ko are, for the rmmod checks (skipped
  * without it); they are always loaded again before the program ends.
- * Violations already reported against net/ are listed in known_bugs[].
  */
 
 #define _GNU_SOURCE
@@ -110,7 +109,6 @@ struct shared {
 	unsigned long long esp_out_seen, esp_in_seen;
 	int failed;
 	char why[512];
-	unsigned long long known[4], known_unit[4];	/* see known_bugs[] */
 	size_t stream_len;
 	size_t trace_len;
 	char trace[TRACE_MAX];
@@ -171,31 +169,6 @@ static void fail(const char *fmt, ...)
 }
 
 #define CHECK(cond, ...) do { if (!(cond)) fail(__VA_ARGS__); } while (0)
-
-/*
- * Violations already reported against net/ and not fixed yet: counted and
- * shown as a SKIP line, so that they neither hide behind the first failure
- * nor fail every run. ESPINTCP_FUZZ_STRICT=1 turns them into failures.
- */
-enum { BUG_NO_END_AFTER_ABORT, BUG_NO_EOF_PARTIAL, BUG_RCVLOWAT_STALLS };
-
-static const char * const known_bugs[] = {
-	[BUG_NO_END_AFTER_ABORT] =
-		"after the stream failed (fatal Length, reset) and the error was reported, recv() never reaches end of stream: EAGAIN, or blocking until SO_RCVTIMEO; poll() shows POLLHUP without POLLIN (bytes the stopped parser left in the TCP queue keep espintcp_rx_done() false: it waits for tcp_inq() == 0)",
-	[BUG_NO_EOF_PARTIAL] =
-		"a partial message at the peer's FIN is never discarded: recv() never returns 0 (EAGAIN, or blocking) when more of the message than strparser first took had arrived (strparser waits for need_bytes and leaves them in the TCP queue, so espintcp_rx_done() never sees tcp_inq() == 0)",
-	[BUG_RCVLOWAT_STALLS] =
-		"SO_RCVLOWAT above a message's size stops the parser: tcp_data_ready() calls the ULP's sk_data_ready only once SO_RCVLOWAT bytes are queued, so a short IKE message is never delivered (setsockopt succeeds; the ULP neither refuses nor ignores it)",
-};
-
-static void known_bug(int id)
-{
-	if (!sh->known[id]++)
-		sh->known_unit[id] = sh->unit;
-	trace("KNOWN BUG %d", id);
-	if (getenv("ESPINTCP_FUZZ_STRICT"))
-		fail("%s", known_bugs[id]);
-}
 
 /* ------------------------------------------------------------------ */
 /* Reproducible randomness: splitmix64. */
@@ -1558,10 +1531,6 @@ static void user_poll(struct session *s)
 		int err = errno;
 
 		trace("recv after readable = %zd", ret);
-		if (ret < 0 && err == EAGAIN && s->errored) {
-			known_bug(BUG_NO_END_AFTER_ABORT);
-			return;
-		}
 		CHECK(!(ret < 0 && err == EAGAIN), "readable, but recv says EAGAIN");
 		check_recv(s, buf, sizeof(buf), ret, err, MSG_DONTWAIT, -1,
 			   false);
@@ -1575,10 +1544,9 @@ static void user_poll(struct session *s)
 static void user_drain(struct session *s, bool want_end)
 {
 	unsigned long long end = now_ns() + WAIT_MS * 1000000ULL;
-	/* A partial frame at FIN: see BUG_NO_EOF_PARTIAL. */
+	/* A message the peer never finished before its FIN is discarded. */
 	bool partial = s->peer_shut && (s->m->in_frame || s->m->hdr_have) &&
 		       !s->m->broken && !s->m->uncertain;
-	unsigned long long partial_end = 0;
 	static uint8_t buf[MAX_MSG];
 
 	trace("drain want_end %d", want_end);
@@ -1588,23 +1556,15 @@ static void user_drain(struct session *s, bool want_end)
 		int left = (end - now_ns()) / 1000000;
 		ssize_t ret;
 
-		if (partial && !model_must_pending(s->m)) {
-			if (!partial_end) {
-				partial_end = now_ns() + 2000000000ULL;
-			} else if (now_ns() >= partial_end) {
-				known_bug(BUG_NO_EOF_PARTIAL);
-				s->eof_seen = true;	/* nothing more to learn */
-				s->errored = true;
-				break;
-			}
-		}
 		if (now_ns() >= end) {
 			CHECK(!model_must_pending(s->m),
 			      "IKE message %u (%u bytes) not delivered within %d ms",
 			      s->m->qh, s->m->q[s->m->qh % QMAX].len, WAIT_MS);
 			fail("no end of stream within %d ms (%s)", WAIT_MS,
 			     s->m->broken ? "after a fatal Length" :
-			     s->peer_rst ? "after a reset" : "after FIN");
+			     s->peer_rst ? "after a reset" :
+			     partial ? "after FIN in the middle of a message" :
+			     "after FIN");
 		}
 		poll(&pfd, 1, left > 100 ? 100 : left > 0 ? left : 1);
 		ret = recv(s->c.ulp, buf, sizeof(buf), MSG_DONTWAIT);
@@ -1624,10 +1584,6 @@ static void user_after_end(struct session *s)
 		int err = errno;
 
 		trace("recv after end = %zd %s", ret, ret < 0 ? strerror(err) : "");
-		if (ret < 0 && err == EAGAIN && s->errored) {
-			known_bug(BUG_NO_END_AFTER_ABORT);
-			return;
-		}
 		CHECK(ret == 0 || (ret < 0 && err != EAGAIN),
 		      "recv after %s: %s", s->errored ? "the stream failed" :
 		      "end of stream", ret > 0 ? "a message" : "EAGAIN");
@@ -1950,7 +1906,6 @@ struct slot {
 	struct sa out, in;
 	bool out_on, in_on;
 	uint32_t in_seq, in_id;
-	int rcvlowat;
 };
 
 static struct slot slots[NSLOT];
@@ -2171,7 +2126,6 @@ static void slot_connect_fam(struct rng *r, struct slot *sl, int family)
 	memset(sl->child_last, 0, sizeof(sl->child_last));
 	sl->rx_last = 0;
 	sl->raw_seq = 0;
-	sl->rcvlowat = 0;
 	/* The SAs move to the new connection's ports, as after a reconnect. */
 	slot_sa_encap(sl);
 	if (sl->out_on) {
@@ -2468,10 +2422,12 @@ static void op_setsockopt(struct rng *r, struct slot *sl, int fd)
 		int v = opts[k].vals[rnd(r, 4)];
 
 		ret = setsockopt(fd, opts[k].level, opts[k].opt, &v, sizeof(v));
-		if (!ret && opts[k].level == SOL_SOCKET && opts[k].opt == SO_RCVLOWAT)
-			sl->rcvlowat = v;
 		trace("slot %d fd %d setsockopt %d/%d = %d: %d", sl->idx, fd,
 		      opts[k].level, opts[k].opt, v, ret);
+		/* TCP would hold the parser back until that many bytes. */
+		CHECK(ret || opts[k].level != SOL_SOCKET ||
+		      opts[k].opt != SO_RCVLOWAT,
+		      "slot %d: SO_RCVLOWAT %d accepted", sl->idx, v);
 		return;
 	}
 	switch (k - ARRAY_SIZE(opts)) {
@@ -2954,11 +2910,6 @@ static void op_sync(struct slot *sl)
 		struct pollfd pfd = { .fd = fd, .events = POLLIN };
 		ssize_t n;
 
-		if (sl->rcvlowat > 1 && now_ns() > end - (WAIT_MS - 2000) * 1000000ULL) {
-			known_bug(BUG_RCVLOWAT_STALLS);
-			sl->tainted = true;
-			return;
-		}
 		CHECK(now_ns() < end, "slot %d: IKE message %u not received within %d ms",
 		      sl->idx, seq, WAIT_MS);
 		poll(&pfd, 1, 100);
@@ -3728,7 +3679,7 @@ int main(int argc, char **argv)
 	static const char * const names[] = { "stream", "calls", "lifetime" };
 	static const double share[] = { 0.45, 0.4, 0.15 };
 	bool run[3] = { false };
-	int i, k, n = 0, num = 0, failed = 0;
+	int i, n = 0, num = 0, failed = 0;
 	bool seeded = false;
 
 	seed = (unsigned long long)time(NULL) * 1000003ULL ^ getpid();
@@ -3858,16 +3809,6 @@ int main(int argc, char **argv)
 			       names[i], seed, sh->unit, sh->why);
 			save_failure(names[i], argv[0]);
 			printf("not ok %d %s seed=%llu\n", num, names[i], seed);
-		}
-		for (k = 0; k < (int)ARRAY_SIZE(known_bugs); k++) {
-			if (!sh->known[k] || getenv("ESPINTCP_FUZZ_STRICT"))
-				continue;
-			printf("# KNOWN BUG seen %llu times, first in %s unit %llu ",
-			       sh->known[k], names[i], sh->known_unit[k]);
-			printf("(--seed %llu --session %llu): %s\n", seed,
-			       sh->known_unit[k], known_bugs[k]);
-			printf("ok %d %s-known-bug-%d seed=%llu # SKIP known bug\n",
-			       ++num, names[i], k, seed);
 		}
 	}
 	/* Never leave our modules unloaded. */

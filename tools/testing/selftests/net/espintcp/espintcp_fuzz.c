@@ -1896,7 +1896,7 @@ struct slot {
 	int idx;
 	struct conn c;
 	int fds[MAXFD], nfds;
-	bool open, wr_shut, rd_shut, raw_gone, reset, tainted, raw_eof;
+	bool open, wr_shut, rd_shut, raw_gone, reset, raw_eof;
 	uint32_t tx_seq, tx_last_seen;
 	uint8_t *tx_ok;			/* seqs whose send() succeeded */
 	uint32_t child_last[16];
@@ -2119,7 +2119,6 @@ static void slot_connect_fam(struct rng *r, struct slot *sl, int family)
 	sl->rd_shut = false;
 	sl->raw_gone = false;
 	sl->reset = false;
-	sl->tainted = false;
 	sl->raw_eof = false;
 	sl->rlen = 0;
 	sl->tx_last_seen = sl->tx_seq;
@@ -2150,7 +2149,7 @@ static void slot_connect(struct rng *r, struct slot *sl)
 static bool slot_healthy(const struct slot *sl)
 {
 	return sl->open && !sl->wr_shut && !sl->rd_shut && !sl->raw_gone &&
-	       !sl->reset && !sl->tainted && !sl->raw_eof;
+	       !sl->reset && !sl->raw_eof;
 }
 
 /*
@@ -3033,7 +3032,7 @@ static void mode_calls(unsigned long long ncalls, int64_t only)
 		if (sh->trace_len > TRACE_MAX / 2)
 			sh->trace_len = 0;	/* keep the recent past */
 		trace("sequence %llu slot %d ops %d", seq, sl->idx, n);
-		if (!sl->open || sl->tainted || (sl->raw_eof && chance(&r, 500)))
+		if (!sl->open || (sl->raw_eof && chance(&r, 500)))
 			slot_connect(&r, sl);
 		while (n-- && sl->open) {
 			int fd = slot_fd(&r, sl), k = rnd(&r, 1000);
@@ -3067,8 +3066,6 @@ static void mode_calls(unsigned long long ncalls, int64_t only)
 				op_sync(sl);
 			drain_all();
 		}
-		if (sl->tainted)
-			slot_close(sl);
 		sh->calls++;
 		if (only >= 0)
 			break;

@@ -5,7 +5,7 @@
 #
 #   run-vm.sh [--timeout SECS] [--kver KVER] [--out DIR]
 #             [--kernel IMAGE --modules DIR] [--root DIR] [--peer-root DIR]
-#             [--mem SIZE] [--append ARGS] -- COMMAND...
+#             [--mem SIZE] [--cpu MODEL] [--append ARGS] -- COMMAND...
 #
 # The guest boots /boot/vmlinuz-KVER with a small cached initramfs (busybox
 # and the stock 9p/virtio modules), mounts the host's / read-only over 9p
@@ -27,8 +27,8 @@
 # --peer-root DIR shows another root to the guest at /run/espintcp-peer, with
 # a writable overlay and /proc, /sys, /dev bound in, for chroot: a second
 # userspace (libreswan interop) next to the booted one.
-# --mem is the guest's memory (default 2G); --append adds to the kernel's
-# command line.
+# --mem is the guest's memory (default 2G); --cpu is qemu's -cpu (default
+# max); --append adds to the kernel's command line.
 #
 # Exit status: COMMAND's own; 124 when the guest timed out; 125 when the
 # guest kernel crashed or printed a warning (Oops, BUG, WARNING, KASAN,
@@ -49,6 +49,7 @@ modbase=
 root=/
 peer=
 mem=2G
+cpu=max
 append=
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -60,12 +61,13 @@ while [ $# -gt 0 ]; do
 	--root) root=$2; shift 2 ;;
 	--peer-root) peer=$2; shift 2 ;;
 	--mem) mem=$2; shift 2 ;;
+	--cpu) cpu=$2; shift 2 ;;
 	--append) append=$2; shift 2 ;;
 	--) shift; break ;;
 	*) break ;;
 	esac
 done
-[ $# -gt 0 ] || { echo "usage: $0 [--timeout S] [--kver KVER] [--out DIR] [--kernel IMAGE --modules DIR] [--root DIR] [--peer-root DIR] [--mem SIZE] [--append ARGS] -- COMMAND..." >&2; exit 126; }
+[ $# -gt 0 ] || { echo "usage: $0 [--timeout S] [--kver KVER] [--out DIR] [--kernel IMAGE --modules DIR] [--root DIR] [--peer-root DIR] [--mem SIZE] [--cpu MODEL] [--append ARGS] -- COMMAND..." >&2; exit 126; }
 root=$(cd "$root" && pwd) || exit 126
 [ -z "$peer" ] || peer=$(cd "$peer" && pwd) || exit 126
 
@@ -196,7 +198,7 @@ cpus=$(nproc)
 start=$(date +%s.%N)
 set +e
 timeout -k 10 "$timeout" qemu-system-x86_64 \
-	-accel tcg,thread="$tcg" -cpu max -smp "$cpus" -m "$mem" \
+	-accel tcg,thread="$tcg" -cpu "$cpu" -smp "$cpus" -m "$mem" \
 	-nographic -no-reboot -serial mon:stdio -nodefaults -vga none \
 	-kernel "$kernel" -initrd "$initrd" \
 	-append "console=ttyS0 quiet loglevel=4 panic=-1 oops=panic rdinit=/init espintcp_vm_fs=$fs${append:+ $append}" \

@@ -208,7 +208,8 @@ t2=$(date +%s)
 # marker before it ("boot" before the first one).
 report='KASAN|UBSAN:|BUG:|WARNING:|suspicious RCU usage|possible circular locking|'
 report+='sleeping function called from invalid context|refcount_t|ODEBUG:|'
-report+='unreferenced object|general protection|Oops|Kernel panic|Call Trace'
+report+='unreferenced object|general protection|Oops|Kernel panic|Call Trace|'
+report+='blocked for more than|Out of memory'
 reports_of() {
 	local out=$1 log=$1/dmesg line r
 

@@ -232,7 +232,8 @@ if grep -aEq "$splat" "${logs[@]}"; then
 	grep -ahE -A3 "$splat" "${logs[@]}" | head -40 >&2 || true
 	exit 125
 fi
-if [ ! -f "$share/rc" ]; then
+# Empty when the guest's init was killed while writing it (out of memory).
+if [ ! -s "$share/rc" ]; then
 	echo "run-vm: guest ended without a result (qemu exit $qemu_rc); see $out/console.log" >&2
 	tail -20 "$out/console.log" >&2
 	exit 126

@@ -4,7 +4,9 @@
  *
  * Locking, in the order they nest:
  *  - the socket lock (lock_sock()) serialises the transmit slot, the strparser
- *    and user calls (sendmsg, recvmsg);
+ *    and user calls (sendmsg, recvmsg); the tx work never waits for it
+ *    behind an owner or ahead of a woken waiter (espintcp_tx.c), its
+ *    spinlock guards the TX_DEFERRED and TX_HANDOFF hand-over;
  *  - the ESP queue's lock (ctx->esp_txq.lock, BH-safe) also guards
  *    ESPINTCP_CLOSING against queueing ESP or arming the tx work, so that
  *    close() can stop both for good with one lock per transmitted packet;
@@ -49,6 +51,9 @@ enum {
 	ESPINTCP_CLOSING,	/* close() started: queue nothing, arm nothing */
 	ESPINTCP_ABORT,		/* fatal framing error: tx work resets the connection */
 	ESPINTCP_RX_STOPPED,	/* parser stopped for good: no message will follow */
+	/* Under the socket spinlock (sk->sk_lock.slock), see espintcp_tx.c: */
+	ESPINTCP_TX_DEFERRED,	/* tx work to run at the owner's release_sock() */
+	ESPINTCP_TX_HANDOFF,	/* a lock waiter was woken: the tx work lets it in */
 };
 
 /* Counters reported through the ULP diag hook; see uapi/linux/espintcp.h. */
@@ -145,6 +150,7 @@ void espintcp_tx_stop(struct espintcp_ctx *ctx);
 void espintcp_tx_kick(struct espintcp_ctx *ctx);
 void espintcp_tx_retry(struct espintcp_ctx *ctx);
 void espintcp_write_space(struct sock *sk);
+void espintcp_release_cb(struct sock *sk);
 int espintcp_sendmsg(struct sock *sk, struct msghdr *msg, size_t size);
 
 #endif /* _NET_XFRM_ESPINTCP_PRIV_H */

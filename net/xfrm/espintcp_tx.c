@@ -155,11 +155,22 @@ static struct sk_buff *espintcp_esp_dequeue(struct espintcp_ctx *ctx)
 	return skb;
 }
 
+/* Someone sleeps in lock_sock(). */
+static bool espintcp_lock_contended(struct sock *sk)
+{
+	/* Waiters join under the socket's spinlock: exact there, and where
+	 * we own the lock a racy read, good enough to stop at the next
+	 * message boundary. No barrier: nobody sleeps on what this says.
+	 */
+	return waitqueue_active(&sk->sk_lock.wq);
+}
+
 /* Move messages into TCP until it is full or nothing waits. Socket lock
  * owned. An IKE sender waiting for the slot gets it after each ESP message;
- * an ESP packet gets it after each IKE message.
+ * an ESP packet gets it after each IKE message. With @yield (the tx work),
+ * anyone waiting for the socket lock gets it after the current message.
  */
-static int espintcp_push(struct espintcp_ctx *ctx)
+static int espintcp_push(struct espintcp_ctx *ctx, bool yield)
 {
 	struct espintcp_slot *slot = &ctx->tx;
 	struct sock *sk = ctx->sk;
@@ -171,6 +182,13 @@ static int espintcp_push(struct espintcp_ctx *ctx)
 
 			if (atomic_read(&ctx->ike_waiters) && !ctx->tx_last_ike)
 				return 0;
+			if (yield && espintcp_lock_contended(sk)) {
+				/* Our release_sock() lets the waiter in
+				 * first; its own runs us again.
+				 */
+				set_bit(ESPINTCP_TX_DEFERRED, &ctx->flags);
+				return 0;
+			}
 			skb = espintcp_esp_dequeue(ctx);
 			if (!skb)
 				return 0;
@@ -220,6 +238,69 @@ static void espintcp_tx_purge(struct espintcp_ctx *ctx)
 	espintcp_wake_writers(ctx->sk);
 }
 
+/* Sharing the socket lock.
+ *
+ * lock_sock() is not fair: release_sock() wakes a waiter, but whoever calls
+ * lock_sock() before that waiter runs takes the lock and the waiter sleeps
+ * again. The tx work is always that one while ESP flows: the ACKs that its
+ * own release_sock() processes call write_space, which runs it again at
+ * once, and a peer that keeps reading keeps it busy for as long as ESP
+ * comes. close(), setsockopt(), the strparser's work would wait as long.
+ *
+ * So the tx work takes turns. It gives up the lock at the next message
+ * boundary when someone waits for it (espintcp_push()), never waits behind
+ * an owner and never overtakes a waiter that a release woke
+ * (espintcp_tx_may_lock()): it leaves ESPINTCP_TX_DEFERRED instead, and the
+ * first release_sock() with nobody waiting runs it (espintcp_release_cb()).
+ * A woken waiter always takes the lock and releases it in turn, so a
+ * deferred run is never lost; ESPINTCP_CLOSING still stops it for good.
+ * A lock user waits for one message at most; while someone waits at every
+ * release, ESP waits instead (its queue's limit bounds it), except what an
+ * IKE sender moves itself.
+ */
+
+/* Whether the tx work may take the socket lock now; if not, the next
+ * release_sock() with nobody waiting runs it again.
+ */
+static bool espintcp_tx_may_lock(struct espintcp_ctx *ctx)
+{
+	struct sock *sk = ctx->sk;
+	bool ok;
+
+	spin_lock_bh(&sk->sk_lock.slock);
+	ok = !sock_owned_by_user_nocheck(sk) &&
+	     !test_bit(ESPINTCP_TX_HANDOFF, &ctx->flags);
+	if (!ok)
+		set_bit(ESPINTCP_TX_DEFERRED, &ctx->flags);
+	spin_unlock_bh(&sk->sk_lock.slock);
+	return ok;
+}
+
+/* The proto's release_cb: every release_sock() calls it, socket spinlock
+ * held, before the lock is given up and a waiter is woken.
+ */
+void espintcp_release_cb(struct sock *sk)
+{
+	struct espintcp_ctx *ctx = espintcp_ctx(sk);
+
+	ctx->saved_prot->release_cb(sk);
+
+	if (espintcp_lock_contended(sk)) {
+		/* The waiter woken now goes first. */
+		if (!test_bit(ESPINTCP_TX_HANDOFF, &ctx->flags))
+			set_bit(ESPINTCP_TX_HANDOFF, &ctx->flags);
+		return;
+	}
+	if (test_bit(ESPINTCP_TX_HANDOFF, &ctx->flags))
+		clear_bit(ESPINTCP_TX_HANDOFF, &ctx->flags);
+	if (test_bit(ESPINTCP_TX_DEFERRED, &ctx->flags)) {
+		clear_bit(ESPINTCP_TX_DEFERRED, &ctx->flags);
+		spin_lock_bh(&ctx->esp_txq.lock);
+		espintcp_tx_kick(ctx);
+		spin_unlock_bh(&ctx->esp_txq.lock);
+	}
+}
+
 static void espintcp_tx_work(struct work_struct *work)
 {
 	struct espintcp_ctx *ctx = container_of(to_delayed_work(work),
@@ -234,8 +315,10 @@ static void espintcp_tx_work(struct work_struct *work)
 		tcp_abort(sk, READ_ONCE(ctx->rx_err) ? : EPROTO);
 	}
 
+	if (!espintcp_tx_may_lock(ctx))
+		return;
 	lock_sock(sk);
-	err = espintcp_push(ctx);
+	err = espintcp_push(ctx, true);
 	if (err && err != -EAGAIN)
 		espintcp_tx_purge(ctx);
 	release_sock(sk);
@@ -270,6 +353,9 @@ void espintcp_tx_stop(struct espintcp_ctx *ctx)
  * flight, for edge-triggered pollers: then no ACK will ever call it again,
  * and the tx work must try again later, not at once in a loop. Nobody
  * else calls it while we own the socket: tx_in_tcp set means our send.
+ * Called by the lock's owner (its backlog, its setsockopt()), it leaves the
+ * run to that owner's release_sock() rather than start a work that could
+ * only wait for it.
  */
 void espintcp_write_space(struct sock *sk)
 {
@@ -282,6 +368,8 @@ void espintcp_write_space(struct sock *sk)
 		spin_lock_bh(&ctx->esp_txq.lock);
 		if (READ_ONCE(ctx->tx_in_tcp))
 			espintcp_tx_retry(ctx);
+		else if (sock_owned_by_user_nocheck(sk))
+			set_bit(ESPINTCP_TX_DEFERRED, &ctx->flags);
 		else
 			espintcp_tx_kick(ctx);
 		spin_unlock_bh(&ctx->esp_txq.lock);
@@ -431,7 +519,7 @@ static int espintcp_wait_slot(struct espintcp_ctx *ctx, long *timeo)
 			err = -EPIPE;
 			break;
 		}
-		err = espintcp_push(ctx);
+		err = espintcp_push(ctx, false);
 		if (err && err != -EAGAIN)
 			break;
 		err = 0;
@@ -504,7 +592,7 @@ int espintcp_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
 	ctx->tx.offset = 0;
 	ctx->tx.ike = true;
 	WRITE_ONCE(ctx->tx.skb, skb);
-	err = espintcp_push(ctx);
+	err = espintcp_push(ctx, false);
 	if (err && err != -EAGAIN) {
 		/* The connection failed: under our message (report it, and
 		 * keep it out of the purge if none of it reached TCP), or
@@ -525,12 +613,9 @@ purge:
 		skb = NULL;
 	}
 unlock:
-	/* ESP may have been held back for us: let it go. */
-	if (!ctx->tx.skb && !skb_queue_empty(&ctx->esp_txq)) {
-		spin_lock_bh(&ctx->esp_txq.lock);
-		espintcp_tx_kick(ctx);
-		spin_unlock_bh(&ctx->esp_txq.lock);
-	}
+	/* ESP may have been held back for us: release_sock() lets it go. */
+	if (!ctx->tx.skb && !skb_queue_empty(&ctx->esp_txq))
+		set_bit(ESPINTCP_TX_DEFERRED, &ctx->flags);
 	release_sock(sk);
 	if (err == -EPIPE && !(msg->msg_flags & MSG_NOSIGNAL))
 		send_sig(SIGPIPE, current, 0);

@@ -24,10 +24,11 @@
 
 enum { ESPINTCP_V4, ESPINTCP_V6, ESPINTCP_NFAMILIES };
 
-/* The TCP protocol and socket operations with our receive, transmit, poll
- * and close. IPv6 socket operations are not exported: they are taken from
- * the first IPv6 socket that attaches, and any later one must match. Being
- * copies made at runtime, they cannot be const (checkpatch's CONST_STRUCT).
+/* The TCP protocol and socket operations with our receive, transmit, poll,
+ * lock release and close. IPv6 socket operations are not exported: they are
+ * taken from the first IPv6 socket that attaches, and any later one must
+ * match. Being copies made at runtime, they cannot be const (checkpatch's
+ * CONST_STRUCT).
  */
 static struct proto espintcp_prot[ESPINTCP_NFAMILIES];
 static struct proto_ops espintcp_ops[ESPINTCP_NFAMILIES];
@@ -391,6 +392,7 @@ static void espintcp_build_prot(struct proto *prot, const struct proto *base)
 	prot->setsockopt = espintcp_setsockopt;
 	prot->sendmsg = espintcp_sendmsg;
 	prot->recvmsg = espintcp_recvmsg;
+	prot->release_cb = espintcp_release_cb;
 	espintcp_refuse_sendpage(prot);
 	prot->psock_update_sk_prot = NULL;
 }

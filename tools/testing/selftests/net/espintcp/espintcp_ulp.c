@@ -1663,6 +1663,113 @@ TEST_F_TIMEOUT(ulp, close_races_esp_output, 300)
 	}
 }
 
+struct esp_reader {
+	int fd;
+	int stop;
+	int frames;
+	int broken;
+};
+
+/* Read the raw side's stream until told to stop; every frame is ESP. */
+static void *esp_reader_thread(void *arg)
+{
+	struct esp_reader *r = arg;
+	static uint8_t buf[2048];
+
+	while (!__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE)) {
+		int n = read_frame(r->fd, buf, sizeof(buf));
+		uint32_t seq;
+
+		if (n < 0 || frame_kind(buf, n, &seq) != 1) {
+			__atomic_store_n(&r->broken, 1, __ATOMIC_RELEASE);
+			break;
+		}
+		__atomic_add_fetch(&r->frames, 1, __ATOMIC_RELEASE);
+	}
+	return NULL;
+}
+
+struct lock_user {
+	int fd;
+	int calls;
+	int err;
+	int done;
+};
+
+#define LOCK_USER_CALLS	20
+
+/* setsockopt(TCP_NODELAY) takes the socket lock each time. */
+static void *lock_user_thread(void *arg)
+{
+	struct lock_user *u = arg;
+	int one = 1;
+
+	for (int i = 0; i < LOCK_USER_CALLS; i++) {
+		if (setsockopt(u->fd, IPPROTO_TCP, TCP_NODELAY, &one,
+			       sizeof(one))) {
+			u->err = errno;
+			break;
+		}
+		__atomic_add_fetch(&u->calls, 1, __ATOMIC_RELEASE);
+	}
+	__atomic_store_n(&u->done, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/*
+ * The tx work holds the socket lock while it moves ESP into TCP, and a peer
+ * that keeps reading keeps it busy for as long as ESP comes. Everyone else
+ * who takes the socket lock (setsockopt() here; close(), getsockopt(), the
+ * parser's work) must still get a turn: on a slow guest, the work once kept
+ * close() waiting for twenty minutes.
+ */
+TEST_F_TIMEOUT(ulp, socket_lock_not_starved_by_esp, 300)
+{
+	/* Static: a failed assertion leaves the threads running. */
+	static struct esp_reader r;
+	static struct lock_user u;
+	struct inject_status st;
+	pthread_t rt, ut;
+	int i;
+
+	r = (struct esp_reader){ .fd = self->raw };
+	u = (struct lock_user){ .fd = self->ulp };
+	ASSERT_TRUE(inject_loaded());
+	ASSERT_EQ(0, inject_start(self->ulp, 0, 500));
+	ASSERT_EQ(0, pthread_create(&rt, NULL, esp_reader_thread, &r));
+	/* ESP flows before the lock user comes. */
+	for (i = 0; i < WAIT_MS / 10; i++) {
+		if (__atomic_load_n(&r.frames, __ATOMIC_ACQUIRE) >= 100 ||
+		    __atomic_load_n(&r.broken, __ATOMIC_ACQUIRE))
+			break;
+		usleep(10000);
+	}
+	ASSERT_FALSE(__atomic_load_n(&r.broken, __ATOMIC_ACQUIRE));
+	ASSERT_LE(100, __atomic_load_n(&r.frames, __ATOMIC_ACQUIRE));
+
+	ASSERT_EQ(0, pthread_create(&ut, NULL, lock_user_thread, &u));
+	for (i = 0; i < WAIT_MS / 10; i++) {
+		if (__atomic_load_n(&u.done, __ATOMIC_ACQUIRE))
+			break;
+		usleep(10000);
+	}
+	TH_LOG("%d of %d calls done, %d frames read",
+	       __atomic_load_n(&u.calls, __ATOMIC_ACQUIRE), LOCK_USER_CALLS,
+	       __atomic_load_n(&r.frames, __ATOMIC_ACQUIRE));
+	ASSERT_TRUE(__atomic_load_n(&u.done, __ATOMIC_ACQUIRE));
+	ASSERT_EQ(0, pthread_join(ut, NULL));
+	ASSERT_EQ(0, u.err);
+	ASSERT_EQ(LOCK_USER_CALLS, u.calls);
+
+	/* ESP still flows after them: the reader sees the next frame. */
+	__atomic_store_n(&r.stop, 1, __ATOMIC_RELEASE);
+	ASSERT_EQ(0, pthread_join(rt, NULL));
+	ASSERT_FALSE(r.broken);
+	ASSERT_EQ(0, inject_ctl("stop"));
+	ASSERT_EQ(0, inject_status(&st));
+	ASSERT_EQ(0, st.other + st.enotconn);
+}
+
 /*
  * After the peer reset the connection, ESP output keeps the tx work
  * busy on the dead connection; the socket must still report the reset

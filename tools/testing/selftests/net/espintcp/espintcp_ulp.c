@@ -1676,7 +1676,7 @@ struct esp_reader {
 /*
  * Read exactly @len bytes, however long it takes: on a debug kernel under
  * TCG the injector's softirq can hold up loopback for longer than WAIT_MS
- * (RTT in seconds, a retransmission after 28 s). -1 once told to stop, at
+ * (RTTs of seconds, an RTO of 28 s seen). -1 once told to stop, at
  * the end of the stream or on an error.
  */
 static int esp_reader_read(struct esp_reader *r, uint8_t *p, size_t len)

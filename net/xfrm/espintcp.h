@@ -51,7 +51,10 @@ enum {
 	ESPINTCP_CLOSING,	/* close() started: queue nothing, arm nothing */
 	ESPINTCP_ABORT,		/* fatal framing error: tx work resets the connection */
 	ESPINTCP_RX_STOPPED,	/* parser stopped for good: no message will follow */
-	/* Under the socket spinlock (sk->sk_lock.slock), see espintcp_tx.c: */
+	/* Set by the socket lock's owner or under its spinlock
+	 * (sk->sk_lock.slock); cleared only by espintcp_release_cb(),
+	 * under it, before ownership is dropped. See espintcp_tx.c.
+	 */
 	ESPINTCP_TX_DEFERRED,	/* tx work to run at the owner's release_sock() */
 	ESPINTCP_TX_HANDOFF,	/* a lock waiter was woken: the tx work lets it in */
 };

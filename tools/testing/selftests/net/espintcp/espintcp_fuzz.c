@@ -70,10 +70,8 @@
 #include <unistd.h>
 
 #include "espintcp_lib.h"
+#include "xfrm_nl.h"
 
-#ifndef TCP_ENCAP_ESPINTCP
-#define TCP_ENCAP_ESPINTCP	7
-#endif
 #ifndef SIOCINQ
 #define SIOCINQ		FIONREAD
 #endif
@@ -346,60 +344,14 @@ static unsigned long long xfrm_resource_drops(void)
 /* ------------------------------------------------------------------ */
 /* XFRM netlink: SAs and policies, as a key manager installs them. */
 
-struct nlreq {
-	struct nlmsghdr nh;
-	char buf[2048];
-};
-
 static int nl_open(void)
 {
-	struct sockaddr_nl snl = { .nl_family = AF_NETLINK };
-	int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_XFRM);
+	int fd = xfrm_nl_open();
 
-	if (fd < 0 || bind(fd, (void *)&snl, sizeof(snl)))
+	if (fd < 0)
 		fail("xfrm netlink socket: %s", strerror(errno));
 	set_timeo(fd, SO_RCVTIMEO, WAIT_MS);
 	return fd;
-}
-
-static void *nl_attr(struct nlreq *r, int type, const void *data, int len)
-{
-	struct nlattr *a = (void *)((char *)&r->nh + NLMSG_ALIGN(r->nh.nlmsg_len));
-
-	a->nla_type = type;
-	a->nla_len = NLA_HDRLEN + len;
-	if (data)
-		memcpy((char *)a + NLA_HDRLEN, data, len);
-	r->nh.nlmsg_len = NLMSG_ALIGN(r->nh.nlmsg_len) + NLA_ALIGN(a->nla_len);
-	return (char *)a + NLA_HDRLEN;
-}
-
-static int nl_transact(int nl, struct nlreq *r)
-{
-	static uint32_t seq;
-	char buf[8192];
-	struct nlmsghdr *nh;
-	ssize_t n;
-
-	r->nh.nlmsg_flags |= NLM_F_REQUEST | NLM_F_ACK;
-	r->nh.nlmsg_seq = ++seq;
-	if (send(nl, r, r->nh.nlmsg_len, 0) != (ssize_t)r->nh.nlmsg_len)
-		return -errno;
-	for (;;) {
-		n = recv(nl, buf, sizeof(buf), 0);
-		if (n < 0)
-			return -errno;
-		for (nh = (void *)buf; NLMSG_OK(nh, n); nh = NLMSG_NEXT(nh, n))
-			if (nh->nlmsg_seq == seq && nh->nlmsg_type == NLMSG_ERROR)
-				return ((struct nlmsgerr *)NLMSG_DATA(nh))->error;
-	}
-}
-
-static void nl_start(struct nlreq *r, int type, size_t hdrlen)
-{
-	memset(r, 0, sizeof(*r));
-	r->nh.nlmsg_type = type;
-	r->nh.nlmsg_len = NLMSG_LENGTH(hdrlen);
 }
 
 enum sa_alg { ALG_NULL, ALG_GCM };
@@ -426,9 +378,9 @@ static void addr_of(int family, xfrm_address_t *a)
 static int sa_put(int nl, const struct sa *s, int type)
 {
 	struct xfrm_usersa_info *p;
-	struct nlreq r;
+	struct xfrm_nlreq r;
 
-	nl_start(&r, type, sizeof(*p));
+	xfrm_nl_start(&r, type, sizeof(*p));
 	p = NLMSG_DATA(&r.nh);
 	p->family = s->family;
 	p->saddr = s->src;
@@ -438,15 +390,12 @@ static int sa_put(int nl, const struct sa *s, int type)
 	p->reqid = s->reqid;
 	p->mode = XFRM_MODE_TRANSPORT;
 	p->replay_window = 0;	/* reordering across CPUs must not drop */
-	p->lft.soft_byte_limit = XFRM_INF;
-	p->lft.hard_byte_limit = XFRM_INF;
-	p->lft.soft_packet_limit = XFRM_INF;
-	p->lft.hard_packet_limit = XFRM_INF;
+	xfrm_nl_no_limits(&p->lft);
 
 	if (s->alg == ALG_GCM) {
 		struct xfrm_algo_aead *a;
 
-		a = nl_attr(&r, XFRMA_ALG_AEAD, NULL, sizeof(*a) + 20);
+		a = xfrm_nl_attr(&r, XFRMA_ALG_AEAD, NULL, sizeof(*a) + 20);
 		memset(a, 0, sizeof(*a) + 20);
 		strcpy(a->alg_name, "rfc4106(gcm(aes))");
 		a->alg_key_len = 160;
@@ -454,9 +403,9 @@ static int sa_put(int nl, const struct sa *s, int type)
 		memset(a->alg_key, 0x5a, 20);
 	} else {
 		/* No key, no integrity: the peer seals ESP by hand. */
-		struct xfrm_algo *a = nl_attr(&r, XFRMA_ALG_CRYPT, NULL,
-					      sizeof(*a));
+		struct xfrm_algo *a;
 
+		a = xfrm_nl_attr(&r, XFRMA_ALG_CRYPT, NULL, sizeof(*a));
 		memset(a, 0, sizeof(*a));
 		strcpy(a->alg_name, "ecb(cipher_null)");
 	}
@@ -467,24 +416,14 @@ static int sa_put(int nl, const struct sa *s, int type)
 			.encap_dport = htons(s->dport),
 		};
 
-		nl_attr(&r, XFRMA_ENCAP, &enc, sizeof(enc));
+		xfrm_nl_attr(&r, XFRMA_ENCAP, &enc, sizeof(enc));
 	}
-	return nl_transact(nl, &r);
+	return xfrm_nl_transact(nl, &r);
 }
 
 static int sa_del(int nl, const struct sa *s)
 {
-	struct xfrm_usersa_id *id;
-	struct nlreq r;
-
-	nl_start(&r, XFRM_MSG_DELSA, sizeof(*id));
-	id = NLMSG_DATA(&r.nh);
-	id->daddr = s->dst;
-	id->spi = htonl(s->spi);
-	id->family = s->family;
-	id->proto = IPPROTO_ESP;
-	nl_attr(&r, XFRMA_SRCADDR, &s->src, sizeof(s->src));
-	return nl_transact(nl, &r);
+	return xfrm_nl_sa_del(nl, s->family, &s->src, &s->dst, s->spi);
 }
 
 /* Outbound UDP from loopback to loopback port @dport goes through @reqid. */
@@ -492,9 +431,9 @@ static int pol_add(int nl, int family, uint16_t dport, uint32_t reqid)
 {
 	struct xfrm_userpolicy_info *pi;
 	struct xfrm_user_tmpl t = { 0 };
-	struct nlreq r;
+	struct xfrm_nlreq r;
 
-	nl_start(&r, XFRM_MSG_NEWPOLICY, sizeof(*pi));
+	xfrm_nl_start(&r, XFRM_MSG_NEWPOLICY, sizeof(*pi));
 	pi = NLMSG_DATA(&r.nh);
 	pi->sel.family = family;
 	addr_of(family, &pi->sel.saddr);
@@ -506,10 +445,7 @@ static int pol_add(int nl, int family, uint16_t dport, uint32_t reqid)
 	pi->sel.dport_mask = 0xffff;
 	pi->dir = XFRM_POLICY_OUT;
 	pi->action = XFRM_POLICY_ALLOW;
-	pi->lft.soft_byte_limit = XFRM_INF;
-	pi->lft.hard_byte_limit = XFRM_INF;
-	pi->lft.soft_packet_limit = XFRM_INF;
-	pi->lft.hard_packet_limit = XFRM_INF;
+	xfrm_nl_no_limits(&pi->lft);
 	t.family = family;
 	t.id.proto = IPPROTO_ESP;
 	addr_of(family, &t.id.daddr);
@@ -519,8 +455,8 @@ static int pol_add(int nl, int family, uint16_t dport, uint32_t reqid)
 	t.aalgos = ~0U;
 	t.ealgos = ~0U;
 	t.calgos = ~0U;
-	nl_attr(&r, XFRMA_TMPL, &t, sizeof(t));
-	return nl_transact(nl, &r);
+	xfrm_nl_attr(&r, XFRMA_TMPL, &t, sizeof(t));
+	return xfrm_nl_transact(nl, &r);
 }
 
 /* ------------------------------------------------------------------ */

@@ -18,7 +18,8 @@
 #include <stddef.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
-#include <linux/xfrm.h>
+
+#include "../xfrm_nl.h"
 
 /* Exit codes, also in --help. */
 enum {
@@ -75,7 +76,7 @@ int prf(const uint8_t *key, size_t keylen, const struct iov *v, int n,
 int prf_plus(const uint8_t *key, size_t keylen, const uint8_t *seed,
 	     size_t seedlen, uint8_t *out, size_t len);
 
-/* xfrm.c: SAs and policies over XFRM netlink. */
+/* xfrm.c: SAs and policies over XFRM netlink (xfrm_nl_open()'s socket). */
 struct sa_spec {
 	int family;
 	xfrm_address_t src, dst;
@@ -96,7 +97,6 @@ struct pol_spec {
 	uint8_t mode;
 };
 
-int xfrm_open(void);
 int xfrm_sa_add(int nl, const struct sa_spec *s);
 int xfrm_sa_del(int nl, const struct sa_spec *s);
 int xfrm_pol_add(int nl, const struct pol_spec *p);

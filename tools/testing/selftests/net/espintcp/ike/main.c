@@ -22,10 +22,6 @@
 
 #include "ike.h"
 
-#ifndef TCP_ENCAP_ESPINTCP
-#define TCP_ENCAP_ESPINTCP 7
-#endif
-
 #define MAX_CONNS 4
 
 enum transport { TR_UDP, TR_TCP, TR_FALLBACK };
@@ -1199,7 +1195,7 @@ int main(int argc, char **argv)
 	 */
 	signal(SIGPIPE, SIG_IGN);
 	k.sig = signalfd(-1, &mask, SFD_CLOEXEC);
-	k.nl = xfrm_open();
+	k.nl = xfrm_nl_open();
 	if (k.sig < 0 || k.nl < 0) {
 		say("cannot open XFRM netlink: %s", strerror(errno));
 		return k.nl < 0 ? EX_NETLINK : EX_SYSTEM;

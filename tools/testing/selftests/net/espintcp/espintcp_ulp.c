@@ -1480,6 +1480,22 @@ static int frame_kind(const uint8_t *buf, int len, uint32_t *seq)
 	return 1;
 }
 
+/* Read @count frames of @size bytes: the injector's ESP numbered 0, 1, ...
+ * Returns how many were so, in order, before anything else.
+ */
+static int read_injected(int fd, int count, int size)
+{
+	static uint8_t buf[65535];	/* any frame */
+	uint32_t seq;
+	int i;
+
+	for (i = 0; i < count; i++)
+		if (read_frame(fd, buf, sizeof(buf)) != size ||
+		    frame_kind(buf, size, &seq) != 1 || seq != (uint32_t)i)
+			break;
+	return i;
+}
+
 TEST_F_TIMEOUT(ulp, esp_xmit_from_softirq, 300)
 {
 	struct inject_status st;
@@ -2119,12 +2135,10 @@ static double tx_work_rate(int fd, long long *runs)
 TEST_F_TIMEOUT(ulp, tx_work_backs_off_when_tcp_refuses, 300)
 {
 	enum { COUNT = 20, SIZE = 200 };
-	static uint8_t buf[2048];
 	struct inject_status st;
 	long long runs = 0, txq;
 	char saved[64];
 	double rate;
-	int i;
 
 	ASSERT_TRUE(inject_loaded());
 	/* In this namespace only: the veth peer is unaffected, and the
@@ -2148,14 +2162,7 @@ TEST_F_TIMEOUT(ulp, tx_work_backs_off_when_tcp_refuses, 300)
 	ASSERT_GT(50, rate);
 
 	/* TCP takes data again: everything goes out, in order. */
-	for (i = 0; i < COUNT; i++) {
-		uint32_t seq;
-
-		ASSERT_EQ(SIZE, read_frame(self->raw, buf, sizeof(buf)))
-			TH_LOG("frame %d", i);
-		ASSERT_EQ(1, frame_kind(buf, SIZE, &seq));
-		ASSERT_EQ(i, seq);
-	}
+	ASSERT_EQ(COUNT, read_injected(self->raw, COUNT, SIZE));
 	ASSERT_EQ(0, inject_ctl("stop"));
 }
 
@@ -2169,7 +2176,7 @@ TEST_F_TIMEOUT(ulp, tx_work_under_memory_pressure, 300)
 	enum { COUNT = 20, SIZE = 200 };
 	struct sockaddr_storage a = self->t.srv;
 	socklen_t alen = self->t.len;
-	static uint8_t chunk[65536], buf[2048];
+	static uint8_t chunk[65536];
 	struct inject_status st;
 	long long runs = 0, txq;
 	int lsn, wr, rd, i;
@@ -2219,14 +2226,7 @@ TEST_F_TIMEOUT(ulp, tx_work_under_memory_pressure, 300)
 	ASSERT_LE(0, rate);
 	ASSERT_GT(50, rate);
 
-	for (i = 0; i < COUNT; i++) {
-		uint32_t seq;
-
-		ASSERT_EQ(SIZE, read_frame(self->raw, buf, sizeof(buf)))
-			TH_LOG("frame %d", i);
-		ASSERT_EQ(1, frame_kind(buf, SIZE, &seq));
-		ASSERT_EQ(i, seq);
-	}
+	ASSERT_EQ(COUNT, read_injected(self->raw, COUNT, SIZE));
 	ASSERT_EQ(0, inject_ctl("stop"));
 	close(wr);
 	close(rd);

@@ -25,11 +25,10 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/../../.." && pwd)
 cd "$top"
 
-scripts/deps.sh
-why=$(scripts/kver.sh -v 2>&1 >/dev/null)
-KVER=$(scripts/kver.sh)
-export KVER
-echo "${0##*/}: $why"
+. tools/testing/vm/lib.sh
+
+host_kernel
+echo "${0##*/}: $kver_why"
 rounds=${ESPINTCP_BENCH_ROUNDS:-5}
 sets=${ESPINTCP_BENCH_SETS:-ours stock upstream}
 base=${ESPINTCP_BENCH_BASE:-}

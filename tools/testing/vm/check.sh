@@ -13,9 +13,9 @@ cd "$top"
 . tools/testing/vm/lib.sh
 trap 'summary 0 1 0' ERR
 
-scripts/deps.sh
 vmargs=()
 if [ -n "${ESPINTCP_ROOT:-}" ]; then
+	scripts/deps.sh
 	# Another Debian root (make check-kernels' Debian 13 row): its kernel,
 	# its compiler, its userspace in the guest, and the host's root next
 	# to it for interoperability tests (run-vm.sh --peer-root).
@@ -26,11 +26,8 @@ if [ -n "${ESPINTCP_ROOT:-}" ]; then
 	scripts/in-root.sh "$root" sh -c 'make -s modules && make -s selftests KSFT_DIR="$KSFT_DIR"'
 	vmargs=(--root "$root" --peer-root /)
 else
-	# Which kernel, and why (scripts/kver.sh): every later step uses this one.
-	why=$(scripts/kver.sh -v 2>&1 >/dev/null)
-	KVER=$(scripts/kver.sh)
-	export KVER
-	echo "check: $why, tcg thread=${ESPINTCP_TCG:-multi}"
+	host_kernel
+	echo "check: $kver_why, tcg thread=${ESPINTCP_TCG:-multi}"
 	make -s modules
 	make -s selftests
 fi

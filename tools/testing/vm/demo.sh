@@ -9,11 +9,10 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/../../.." && pwd)
 cd "$top"
 
-scripts/deps.sh
-why=$(scripts/kver.sh -v 2>&1 >/dev/null)
-KVER=$(scripts/kver.sh)
-export KVER
-echo "${0##*/}: $why"
+. tools/testing/vm/lib.sh
+
+host_kernel
+echo "${0##*/}: $kver_why"
 make -s modules
 make -s selftests
 out=$(mktemp -d /tmp/espintcp-demo.XXXXXX)

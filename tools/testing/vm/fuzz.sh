@@ -49,11 +49,8 @@ if [ "${1:-}" = --debug ]; then
 	exec tools/testing/vm/check-debug.sh
 fi
 
-scripts/deps.sh
-why=$(scripts/kver.sh -v 2>&1 >/dev/null)
-KVER=$(scripts/kver.sh)
-export KVER
-echo "fuzz: $why; per seed: $frames frames, $calls call sequences, $conns connections, at most ${secs}s; seeds: $seeds"
+host_kernel
+echo "fuzz: $kver_why; per seed: $frames frames, $calls call sequences, $conns connections, at most ${secs}s; seeds: $seeds"
 make -s modules
 make -s selftests
 trap - ERR

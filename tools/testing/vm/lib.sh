@@ -1,7 +1,18 @@
 # SPDX-License-Identifier: GPL-2.0
+# shellcheck shell=bash
 #
-# Shared by the host-side scripts that run the suite in a VM (check.sh,
-# check-debug.sh, fuzz.sh): sourced, never run.
+# Shared by the host-side scripts that boot our modules in a VM (check.sh,
+# check-debug.sh, fuzz.sh, scale.sh, demo.sh, bench.sh): sourced, never run.
+
+# host_kernel: install what is missing and choose the kernel to build for
+# and boot (scripts/kver.sh), exported as KVER so that every later step
+# uses it; kver_why says why it was chosen.
+host_kernel() {
+	scripts/deps.sh
+	kver_why=$(scripts/kver.sh -v 2>&1 >/dev/null)
+	KVER=$(scripts/kver.sh)
+	export KVER
+}
 
 # The last line of every run.
 summary() {

@@ -23,11 +23,8 @@ trap 'summary 0 1 0' ERR
 conns=${ESPINTCP_SCALE_CONNS:-10000}
 bytes=${ESPINTCP_SCALE_BYTES:-16000000}
 
-scripts/deps.sh
-why=$(scripts/kver.sh -v 2>&1 >/dev/null)
-KVER=$(scripts/kver.sh)
-export KVER
-echo "scale: $why; $conns connections"
+host_kernel
+echo "scale: $kver_why; $conns connections"
 make -s modules
 make -s selftests
 trap - ERR

@@ -22,6 +22,9 @@
 #                         ESPINTCP_CASES=REGEX only their matching cases;
 #                         ESPINTCP_FUZZ_SECONDS=N a longer fuzzer run)
 # ESPINTCP_TCG            as for make check (single or multi)
+# ESPINTCP_DEBUG_APPEND   added to the guest kernel's command line (e.g.
+#                         loglevel=7: the stacks of lockups and hung tasks,
+#                         printed below the console's level, on the console)
 # ESPINTCP_DEBUG_KERNEL   a directory laid out as debug-kernel.sh's result, to
 #                         use instead of building (another build of the kernel)
 # ESPINTCP_DEBUG_SERIES   6.1 (default) or 6.12: which of Debian 12's kernels
@@ -71,6 +74,7 @@ done < <(env)
 # and on a loaded host the IO-APIC timer check fails ("IO-APIC + timer
 # doesn't work!") before the slow kernel gets its first tick.
 append="log_buf_len=16M rcupdate.rcu_cpu_stall_timeout=300 watchdog_thresh=60 no_timer_check"
+append+="${ESPINTCP_DEBUG_APPEND:+ $ESPINTCP_DEBUG_APPEND}"
 
 # No 5-level paging: while identify_cpu() re-reads the boot CPU's features
 # with interrupts on, X86_FEATURE_LA57 reads as clear, and KASAN, which sizes

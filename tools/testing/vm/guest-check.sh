@@ -5,11 +5,12 @@
 # unload, check dmesg. Prints one TAP-like line per test case and
 # "GUEST-RESULT <passed> <failed> <skipped>" at the end.
 #
-# Before each step it writes "espintcp-test: start STEP" to the kernel log,
-# so that a report in dmesg can be put down to the test that was running
-# (make check-debug). On a kernel with kmemleak, what boot left is cleared
-# before our modules load, and a scan after they are removed must find
-# nothing (also left in /run/espintcp-vm/kmemleak).
+# Before each step, and each case of a kselftest harness program, it writes
+# "espintcp-test: start STEP" to the kernel log, so that a report in dmesg
+# can be put down to the test that was running (make check-debug). On a
+# kernel with kmemleak, what boot left is cleared before our modules load,
+# and a scan after they are removed must find nothing (also left in
+# /run/espintcp-vm/kmemleak).
 #
 # ESPINTCP_MARK_LEVEL is the markers' log level (default 5: not on the
 # console); ESPINTCP_TEST_TIMEOUT overrides the selftests' settings timeout (seconds
@@ -172,8 +173,18 @@ for p in $progs; do
 	log=/tmp/selftest-$p.log
 	mark "$p"
 	t0=$SECONDS
-	(cd "$st" && timeout -k 5 "$timeout" "./$p") >"$log" 2>&1
-	rc=$?
+	# Each kselftest harness case is marked too ("#  RUN   f.v.case ...").
+	(cd "$st" && timeout -k 5 "$timeout" "./$p") 2>&1 |
+		while IFS= read -r line || [ -n "$line" ]; do
+			printf '%s\n' "$line"
+			case $line in
+			"#  RUN "*)
+				line=${line#\#  RUN}
+				line=${line#"${line%%[! ]*}"}
+				mark "$p: ${line% ...}" ;;
+			esac
+		done >"$log"
+	rc=${PIPESTATUS[0]}
 	cat "$log"
 	echo "# $p: $((SECONDS - t0)) s"
 	np=$(grep -cE '^ok [0-9]+' "$log" | tr -d ' ')

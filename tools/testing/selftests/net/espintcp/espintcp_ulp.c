@@ -1940,6 +1940,75 @@ TEST_F_TIMEOUT(ulp, reset_reported_to_send_after_esp, 300)
 }
 
 /*
+ * After a reset, the tx work drops whatever ESP XFRM still sends through the
+ * socket, and that may come as fast as it is dropped. The work must drop
+ * what it finds and let go of the socket lock, not empty the queue until it
+ * stays empty: on a 6.12 debug kernel under TCG it once held the lock and
+ * its CPU for minutes (a soft lockup), with close() waiting behind it.
+ */
+TEST_F_TIMEOUT(ulp, esp_on_reset_connection_lets_lock_users_in, 300)
+{
+	struct linger lin = { .l_onoff = 1, .l_linger = 0 };
+	struct pollfd pfd = { .fd = self->ulp, .events = POLLIN };
+	/* Static: a failed assertion leaves the thread running. */
+	static struct lock_user u;
+	static uint8_t buf[2048];
+	struct inject_status st;
+	bool done = false;
+	pthread_t ut;
+	int i, ok0;
+
+	u = (struct lock_user){ .fd = self->ulp };
+	ASSERT_TRUE(inject_loaded());
+	/* Flat out, while the connection still has its addresses. */
+	ASSERT_EQ(0, inject_start(self->ulp, 0, 200));
+	for (i = 0; i < WAIT_MS / 10; i++) {
+		ASSERT_EQ(0, inject_status(&st));
+		if (st.ok > 50)
+			break;
+		read_frame(self->raw, buf, sizeof(buf));
+	}
+	ASSERT_LT(50, st.ok);
+
+	ASSERT_EQ(0, setsockopt(self->raw, SOL_SOCKET, SO_LINGER, &lin,
+				sizeof(lin)));
+	close(self->raw);
+	self->raw = -1;
+	for (i = 0; i < WAIT_MS / 10; i++) {
+		ASSERT_LE(0, poll(&pfd, 1, 10));
+		if (pfd.revents & POLLHUP)
+			break;
+	}
+	ASSERT_TRUE(pfd.revents & POLLHUP);
+
+	/* ESP keeps coming, and the tx work keeps dropping it. */
+	ASSERT_EQ(0, inject_status(&st));
+	ok0 = st.ok;
+	for (i = 0; i < WAIT_MS / 10 && st.ok < ok0 + 1000; i++) {
+		usleep(10000);
+		ASSERT_EQ(0, inject_status(&st));
+	}
+	ASSERT_LE(ok0 + 1000, st.ok);
+
+	/* The lock is taken in turns with it, while ESP still comes. */
+	ASSERT_EQ(0, pthread_create(&ut, NULL, lock_user_thread, &u));
+	for (i = 0; i < WAIT_MS / 10 && !done; i++) {
+		usleep(10000);
+		done = __atomic_load_n(&u.done, __ATOMIC_ACQUIRE);
+	}
+	if (!done)
+		TH_LOG("%d of %d calls done with ESP coming; esp_txq %lld",
+		       __atomic_load_n(&u.calls, __ATOMIC_ACQUIRE),
+		       LOCK_USER_CALLS, diag_counter(self->ulp, "esp_txq"));
+	/* Stopped first: the calls can finish, the thread can be joined. */
+	ASSERT_EQ(0, inject_ctl("stop"));
+	ASSERT_EQ(0, pthread_join(ut, NULL));
+	ASSERT_TRUE(done);
+	ASSERT_EQ(0, u.err);
+	ASSERT_EQ(LOCK_USER_CALLS, u.calls);
+}
+
+/*
  * A kprobe on strparser's work function, where it parses what arrived while
  * the socket lock was owned; in tracefs, if the kernel has it.
  */

@@ -208,8 +208,8 @@ static void espintcp_tx_purge(struct espintcp_ctx *ctx)
 {
 	struct espintcp_slot *slot = &ctx->tx;
 	struct net *net = sock_net(ctx->sk);
+	struct sk_buff_head dead;
 	struct sk_buff *skb;
-	unsigned int n = 0;
 
 	skb = slot->skb;
 	WRITE_ONCE(slot->skb, NULL);
@@ -223,18 +223,27 @@ static void espintcp_tx_purge(struct espintcp_ctx *ctx)
 		spin_unlock_bh(&ctx->esp_txq.lock);
 	}
 
+	/* What is queued now, taken at once: XFRM may go on queueing while
+	 * we free (the connection is gone, but close() has not begun), and
+	 * a loop that dequeued until the queue was empty could run for as
+	 * long as ESP kept coming, with the socket lock held.
+	 */
+	__skb_queue_head_init(&dead);
+	spin_lock_bh(&ctx->esp_txq.lock);
+	skb_queue_splice_init(&ctx->esp_txq, &dead);
+	WRITE_ONCE(ctx->esp_txq_bytes, 0);
+	WRITE_ONCE(ctx->stats.esp_tx_drops,
+		   ctx->stats.esp_tx_drops + skb_queue_len(&dead));
+	spin_unlock_bh(&ctx->esp_txq.lock);
+
 	/* Process context: the destructors of ESP still charged to local
 	 * sockets (see espintcp_xmit()) run here, as they would when a
 	 * device queue is flushed.
 	 */
-	while ((skb = espintcp_esp_dequeue(ctx))) {
+	while ((skb = __skb_dequeue(&dead))) {
 		kfree_skb(skb);
 		XFRM_INC_STATS(net, LINUX_MIB_XFRMOUTERROR);
-		n++;
 	}
-	spin_lock_bh(&ctx->esp_txq.lock);
-	WRITE_ONCE(ctx->stats.esp_tx_drops, ctx->stats.esp_tx_drops + n);
-	spin_unlock_bh(&ctx->esp_txq.lock);
 	espintcp_wake_writers(ctx->sk);
 }
 

@@ -1654,8 +1654,15 @@ TEST_F_TIMEOUT(ulp, close_races_esp_output, 300)
 		ASSERT_EQ(0, inject_status(&st));
 		if (st.ok > 100)
 			break;
-		read_frame(self->raw, buf, sizeof(buf));
+		if (readable(self->raw, 10))
+			read_frame(self->raw, buf, sizeof(buf));
 	}
+	if (st.ok <= 100)
+		TH_LOG("injector sent %d ok %d enobufs %d; esp_tx %lld esp_txq %lld tx_work %lld",
+		       st.sent, st.ok, st.enobufs,
+		       diag_counter(self->ulp, "esp_tx"),
+		       diag_counter(self->ulp, "esp_txq"),
+		       diag_counter(self->ulp, "tx_work"));
 	close(self->ulp);
 	self->ulp = -1;
 	/* Output after close is refused, the context outliving its socket. */
@@ -1670,9 +1677,12 @@ TEST_F_TIMEOUT(ulp, close_races_esp_output, 300)
 	ASSERT_EQ(0, st.other);
 	/* The stream ends with whole frames. */
 	for (;;) {
-		int n = read_frame(self->raw, buf, sizeof(buf));
 		uint32_t seq;
+		int n;
 
+		ASSERT_TRUE(readable(self->raw, WAIT_MS))
+			TH_LOG("no end of stream");
+		n = read_frame(self->raw, buf, sizeof(buf));
 		if (n < 0)
 			break;
 		ASSERT_EQ(1, frame_kind(buf, n, &seq));

@@ -1496,6 +1496,24 @@ static int read_injected(int fd, int count, int size)
 	return i;
 }
 
+/* Read the raw side while the injector runs, until it has queued more than
+ * @n packets: 0, or -1 when that did not happen within WAIT_MS.
+ */
+static int read_while_injecting(int raw, int n, struct inject_status *st)
+{
+	static uint8_t buf[2048];
+
+	for (int i = 0; i < WAIT_MS / 10; i++) {
+		if (inject_status(st))
+			return -1;
+		if (st->ok > n)
+			return 0;
+		if (readable(raw, 10))
+			read_frame(raw, buf, sizeof(buf));
+	}
+	return -1;
+}
+
 TEST_F_TIMEOUT(ulp, esp_xmit_from_softirq, 300)
 {
 	struct inject_status st;
@@ -1650,14 +1668,7 @@ TEST_F_TIMEOUT(ulp, close_races_esp_output, 300)
 	/* Inject until told to stop, from softirq, while the tx work runs. */
 	ASSERT_TRUE(inject_loaded());
 	ASSERT_EQ(0, inject_start(self->ulp, 0, 500));
-	for (i = 0; i < WAIT_MS / 10; i++) {
-		ASSERT_EQ(0, inject_status(&st));
-		if (st.ok > 100)
-			break;
-		if (readable(self->raw, 10))
-			read_frame(self->raw, buf, sizeof(buf));
-	}
-	if (st.ok <= 100)
+	if (read_while_injecting(self->raw, 100, &st))
 		TH_LOG("injector sent %d ok %d enobufs %d; esp_tx %lld esp_txq %lld tx_work %lld",
 		       st.sent, st.ok, st.enobufs,
 		       diag_counter(self->ulp, "esp_tx"),
@@ -1884,13 +1895,7 @@ static void reset_under_esp_output(struct __test_metadata *_metadata,
 	 * still keeps the tx work running on the dead connection.
 	 */
 	ASSERT_EQ(0, inject_start_every(ulp, 0, 200, 1000));
-	for (i = 0; i < WAIT_MS / 10; i++) {
-		ASSERT_EQ(0, inject_status(&st));
-		if (st.ok > 50)
-			break;
-		read_frame(*raw, buf, sizeof(buf));
-	}
-	ASSERT_LT(50, st.ok);
+	ASSERT_EQ(0, read_while_injecting(*raw, 50, &st));
 
 	ASSERT_EQ(0, setsockopt(*raw, SOL_SOCKET, SO_LINGER, &lin, sizeof(lin)));
 	close(*raw);
@@ -1962,7 +1967,6 @@ TEST_F_TIMEOUT(ulp, esp_on_reset_connection_lets_lock_users_in, 300)
 	struct pollfd pfd = { .fd = self->ulp, .events = POLLIN };
 	/* Static: a failed assertion leaves the thread running. */
 	static struct lock_user u;
-	static uint8_t buf[2048];
 	struct inject_status st;
 	bool done = false;
 	pthread_t ut;
@@ -1972,13 +1976,7 @@ TEST_F_TIMEOUT(ulp, esp_on_reset_connection_lets_lock_users_in, 300)
 	ASSERT_TRUE(inject_loaded());
 	/* Flat out, while the connection still has its addresses. */
 	ASSERT_EQ(0, inject_start(self->ulp, 0, 200));
-	for (i = 0; i < WAIT_MS / 10; i++) {
-		ASSERT_EQ(0, inject_status(&st));
-		if (st.ok > 50)
-			break;
-		read_frame(self->raw, buf, sizeof(buf));
-	}
-	ASSERT_LT(50, st.ok);
+	ASSERT_EQ(0, read_while_injecting(self->raw, 50, &st));
 
 	ASSERT_EQ(0, setsockopt(self->raw, SOL_SOCKET, SO_LINGER, &lin,
 				sizeof(lin)));

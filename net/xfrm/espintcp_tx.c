@@ -168,7 +168,10 @@ static bool espintcp_lock_contended(struct sock *sk)
 /* Move messages into TCP until it is full or nothing waits. Socket lock
  * owned. An IKE sender waiting for the slot gets it after each ESP message;
  * an ESP packet gets it after each IKE message. With @yield (the tx work),
- * anyone waiting for the socket lock gets it after the current message.
+ * anyone waiting for the socket lock gets it after the current message, and
+ * what arrived for the socket meanwhile is processed, as tcp_sendmsg() does
+ * every few segments: ACKs make room, and a reset ends the run, where they
+ * would otherwise wait in the backlog until TCP's send buffer is full.
  */
 static int espintcp_push(struct espintcp_ctx *ctx, bool yield)
 {
@@ -182,6 +185,8 @@ static int espintcp_push(struct espintcp_ctx *ctx, bool yield)
 
 			if (atomic_read(&ctx->ike_waiters) && !ctx->tx_last_ike)
 				return 0;
+			if (yield)
+				sk_flush_backlog(sk);
 			if (yield && espintcp_lock_contended(sk)) {
 				/* Our release_sock() lets the waiter in
 				 * first; its own runs us again.

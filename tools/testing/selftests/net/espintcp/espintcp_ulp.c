@@ -281,8 +281,13 @@ out:
 	return ret;
 }
 
+static int inject_ctl(const char *cmd);
+
 FIXTURE_TEARDOWN(ulp)
 {
+	/* A test that failed before stopping the injector. */
+	if (module_loaded("espintcp_inject"))
+		inject_ctl("stop");
 	if (self->saved_tcp_mem[0])
 		init_net_sysctl(TCP_MEM, self->saved_tcp_mem, NULL, 0);
 	if (self->borrowed_esp)

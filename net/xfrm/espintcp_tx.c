@@ -185,6 +185,11 @@ static int espintcp_push(struct espintcp_ctx *ctx, bool yield)
 
 			if (atomic_read(&ctx->ike_waiters) && !ctx->tx_last_ike)
 				return 0;
+			/* On 6.12 (not 6.1) this also runs our
+			 * release_cb with the lock still ours: it may set
+			 * TX_HANDOFF (the check below then returns) or kick the
+			 * work, which finds the lock free after our release.
+			 */
 			if (yield)
 				sk_flush_backlog(sk);
 			if (yield && espintcp_lock_contended(sk)) {

@@ -32,6 +32,13 @@
 #define ESPINTCP_NON_ESP_MARKER	4
 /* When TCP refuses memory with nothing in flight, try again after this. */
 #define ESPINTCP_TX_RETRY	(HZ / 10)
+/* The tx work flushes the socket's backlog once it has written this much
+ * into TCP since the last flush, as much as tcp_sendmsg_locked() may write
+ * between two of its own (16 skbs of up to 64 KB), or once this long has
+ * passed, whichever comes first.
+ */
+#define ESPINTCP_TX_FLUSH_BYTES	(16 * 65536)
+#define ESPINTCP_TX_FLUSH_TIME	(HZ / 10)
 /* How much ESP may wait while the socket or the slot is busy, in truesize:
  * the socket's send buffer (sk_sndbuf, autotuned by TCP) for ESP that no
  * local socket is charged for (forwarded traffic), this many times as much

@@ -1605,11 +1605,12 @@ TEST_F_TIMEOUT(ulp, ike_and_esp_take_turns, 300)
 {
 	enum { SENDERS = 6 };
 	struct ike_sender snd[SENDERS];
-	struct inject_status st;
+	struct inject_status st, st2;
 	static uint8_t buf[4096];
 	pthread_t th[SENDERS];
 	int i, esp = 0, ike = 0, after_last_ike = 0, prev_ike = 0;
 	int sndbuf = 1 << 20;
+	long long queued;
 
 	/* The peer does not read: ESP fills TCP and then the ESP queue, which
 	 * holds as many bytes as the send buffer: a fixed one (wmem_max caps
@@ -1636,8 +1637,22 @@ TEST_F_TIMEOUT(ulp, ike_and_esp_take_turns, 300)
 		       __atomic_load_n(&snd[i].done, __ATOMIC_ACQUIRE));
 	ASSERT_TRUE(all_sleeping(snd, SENDERS));
 
+	/* Fill the ESP queue again behind the waiting senders: a queue that
+	 * overflowed during the first injection does not stay full while TCP
+	 * still takes data (on 6.12's debug kernel only 58 packets were left
+	 * behind the last IKE message). From here on nothing leaves the
+	 * queue but one packet after each IKE message, and one for a sender
+	 * that got through before the others waited: the rest must come
+	 * after the last IKE message.
+	 */
+	ASSERT_EQ(0, inject_start(self->ulp, 20000, 1000));
+	ASSERT_EQ(0, wait_inject_done(&st2));
+	ASSERT_LT(0, st2.enobufs) TH_LOG("the ESP queue did not fill again");
+	queued = diag_counter(self->ulp, "esp_txq");
+	ASSERT_LT(64, queued);
+
 	/* Drain: IKE jumps the ESP queue, ESP goes between IKE messages. */
-	while (ike < SENDERS || esp < st.ok) {
+	while (ike < SENDERS || esp < st.ok + st2.ok) {
 		int n = read_frame(self->raw, buf, sizeof(buf));
 		uint32_t seq;
 		int kind = frame_kind(buf, n, &seq);
@@ -1645,7 +1660,7 @@ TEST_F_TIMEOUT(ulp, ike_and_esp_take_turns, 300)
 		ASSERT_LE(0, kind) TH_LOG("broken frame after %d ESP, %d IKE",
 					  esp, ike);
 		if (kind == 0) {
-			ASSERT_FALSE(prev_ike && esp < st.ok)
+			ASSERT_FALSE(prev_ike && esp < st.ok + st2.ok)
 				TH_LOG("IKE after IKE with ESP waiting");
 			ike++;
 			after_last_ike = 0;
@@ -1659,8 +1674,8 @@ TEST_F_TIMEOUT(ulp, ike_and_esp_take_turns, 300)
 		pthread_join(th[i], NULL);
 		ASSERT_EQ(0, snd[i].ret);
 	}
-	/* Most of the queued ESP was still waiting when the last IKE left. */
-	ASSERT_LT(64, after_last_ike);
+	ASSERT_LE(queued - SENDERS - 1, after_last_ike)
+		TH_LOG("%lld ESP packets queued behind the IKE senders", queued);
 	ASSERT_EQ(0, inject_ctl("stop"));
 }
 

@@ -120,6 +120,19 @@ for m in "${mods[@]}"; do
 	fi
 done
 
+# References to our modules, but those of a module using another's symbols.
+refs() {
+	local m h n=0
+
+	for m in "${mods[@]}"; do
+		n=$((n + $(cat "/sys/module/$m/refcnt" 2>/dev/null || echo 0)))
+		for h in /sys/module/"$m"/holders/*; do
+			[ -e "$h" ] && n=$((n - 1))
+		done
+	done
+	echo $n
+}
+
 # The first SA with an algorithm makes the crypto API build it (templates,
 # modules, self-tests). On a loaded debug kernel under TCG that can outlast
 # the 60 s the lookup waits for it, and "ip xfrm state add" then says
@@ -139,7 +152,7 @@ warm_crypto() {
 	      "enc cbc(aes) ${k20%????????} auth-trunc hmac(sha1) $k20 96"
 	      "enc cbc(aes) ${k20%????????} auth-trunc hmac(sha256) $k32 128"
 	      "enc rfc3686(ctr(aes)) $k20 auth-trunc hmac(sha512) $k32${k32#0x} 256")
-	refs0=$(cat /sys/module/esp4/refcnt 2>/dev/null || echo 0)
+	refs0=$(refs)
 	ip netns add "$ns" || return
 	for a in "${algs[@]}"; do
 		spi=$((spi + 1))
@@ -154,10 +167,9 @@ warm_crypto() {
 	echo "# crypto warm-up: $n of ${#algs[@]} algorithms ready"
 	ip netns del "$ns"
 	# The namespace's SAs go asynchronously, each holding esp4: wait for
-	# them (bounded), so that the first program finds the module as the
-	# loading left it.
-	for ((i = 0; i < 300; i++)); do
-		[ "$(cat /sys/module/esp4/refcnt 2>/dev/null || echo 0)" -le "$refs0" ] && break
+	# them (bounded), so that the first program finds our modules as the
+	# loading left them.
+	for ((i = 0; i < 300 && $(refs) > refs0; i++)); do
 		sleep 0.2
 	done
 }
@@ -267,18 +279,6 @@ mark "module unloading"
 unload_test_modules
 
 # Sockets still closing (FIN_WAIT, LAST_ACK) hold the ULP: poll, bounded.
-# A module using another's symbols holds a reference too: not counted.
-refs() {
-	local m h n=0
-
-	for m in "${mods[@]}"; do
-		n=$((n + $(cat "/sys/module/$m/refcnt" 2>/dev/null || echo 0)))
-		for h in /sys/module/"$m"/holders/*; do
-			[ -e "$h" ] && n=$((n - 1))
-		done
-	done
-	echo $n
-}
 for ((i = 0; i < 600 && $(refs) > 0; i++)); do
 	sleep 0.2
 done
